@@ -1,0 +1,180 @@
+//! Stateless ICE credentials (PROTOCOL.md §3) and TURN REST credentials.
+//!
+//! The ufrag carries its own expiry and the password is an HMAC of the ufrag, so any
+//! node holding the same ICE secret validates any credential without shared state.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use hmac::{KeyInit, Mac};
+use rand::RngExt as _;
+use sha1::Sha1;
+use sha2::Sha256;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+/// Domain-separation label for ICE passwords.
+const ICE_LABEL: &[u8] = b"commucat-ice-v1:";
+/// Raw ufrag: 4-byte expiry followed by 8 random bytes.
+const UFRAG_RAW_LEN: usize = 12;
+/// Base64 (no padding) of 12 bytes.
+pub const UFRAG_LEN: usize = 16;
+/// ICE passwords are truncated to this many base64 characters.
+pub const PASSWORD_LEN: usize = 32;
+
+/// The 32-byte secret that derives ICE passwords.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct IceSecret([u8; 32]);
+
+impl IceSecret {
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The ICE password for `ufrag`; the key for short-term STUN authentication.
+    pub fn password_for(&self, ufrag: &str) -> IcePassword {
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC accepts keys of any length");
+        mac.update(ICE_LABEL);
+        mac.update(ufrag.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut encoded = [0u8; 43];
+        let written = STANDARD_NO_PAD
+            .encode_slice(digest, &mut encoded)
+            .expect("43 bytes hold base64 of 32 bytes");
+        debug_assert_eq!(written, 43);
+        let mut password = [0u8; PASSWORD_LEN];
+        password.copy_from_slice(&encoded[..PASSWORD_LEN]);
+        encoded.zeroize();
+        IcePassword(password)
+    }
+
+    /// Issues a fresh credential that expires `ttl_secs` after `now_unix`.
+    pub fn issue(&self, now_unix: u64, ttl_secs: u32) -> IceCredential {
+        let expiry = now_unix.saturating_add(u64::from(ttl_secs)).min(u64::from(u32::MAX)) as u32;
+        let mut raw = [0u8; UFRAG_RAW_LEN];
+        raw[..4].copy_from_slice(&expiry.to_be_bytes());
+        rand::rng().fill(&mut raw[4..]);
+        let ufrag = STANDARD_NO_PAD.encode(raw);
+        let password = self.password_for(&ufrag);
+        IceCredential {
+            ufrag,
+            password,
+            expires_at: u64::from(expiry),
+        }
+    }
+}
+
+impl std::fmt::Debug for IceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IceSecret(<redacted>)")
+    }
+}
+
+/// An ICE password: 32 base64 characters, used as the STUN short-term key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct IcePassword([u8; PASSWORD_LEN]);
+
+impl IcePassword {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("base64 is ASCII")
+    }
+}
+
+impl std::fmt::Debug for IcePassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IcePassword(<redacted>)")
+    }
+}
+
+/// A freshly issued ICE credential.
+#[derive(Debug, Clone)]
+pub struct IceCredential {
+    pub ufrag: String,
+    pub password: IcePassword,
+    pub expires_at: u64,
+}
+
+/// The expiry (unix seconds) embedded in a ufrag, or `None` if it is not one of ours.
+pub fn ufrag_expiry(ufrag: &str) -> Option<u64> {
+    if ufrag.len() != UFRAG_LEN {
+        return None;
+    }
+    let mut raw = [0u8; UFRAG_RAW_LEN];
+    let n = STANDARD_NO_PAD.decode_slice(ufrag, &mut raw).ok()?;
+    if n != UFRAG_RAW_LEN {
+        return None;
+    }
+    Some(u64::from(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]])))
+}
+
+/// Validates `ufrag` and returns its password if it has not expired at `now_unix`.
+pub fn password_if_valid(secret: &IceSecret, ufrag: &str, now_unix: u64) -> Option<IcePassword> {
+    let expiry = ufrag_expiry(ufrag)?;
+    (now_unix <= expiry).then(|| secret.password_for(ufrag))
+}
+
+/// The coturn `use-auth-secret` credential: base64(HMAC-SHA1(secret, username)).
+pub fn turn_rest_credential(secret: &[u8], username: &str) -> String {
+    let mut mac = <hmac::Hmac<Sha1> as KeyInit>::new_from_slice(secret)
+        .expect("HMAC accepts keys of any length");
+    mac.update(username.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// The TURN REST username `"<expiry>:<ufrag>"`.
+pub fn turn_rest_username(expiry_unix: u64, ufrag: &str) -> String {
+    format!("{expiry_unix}:{ufrag}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret() -> IceSecret {
+        IceSecret::from_bytes([7u8; 32])
+    }
+
+    #[test]
+    fn ufrag_embeds_expiry_and_has_fixed_length() {
+        let cred = secret().issue(1_700_000_000, 600);
+        assert_eq!(cred.ufrag.len(), UFRAG_LEN);
+        assert_eq!(cred.expires_at, 1_700_000_600);
+        assert_eq!(ufrag_expiry(&cred.ufrag), Some(1_700_000_600));
+        assert_eq!(cred.password.as_str().len(), PASSWORD_LEN);
+    }
+
+    #[test]
+    fn password_matches_hmac_definition() {
+        let s = secret();
+        let ufrag = "AAAAAAAAAAAAAAAA";
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&[7u8; 32]).unwrap();
+        mac.update(b"commucat-ice-v1:AAAAAAAAAAAAAAAA");
+        let full = STANDARD_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(s.password_for(ufrag).as_str(), &full[..32]);
+    }
+
+    #[test]
+    fn expired_or_foreign_ufrags_are_rejected() {
+        let s = secret();
+        let cred = s.issue(1000, 10);
+        assert!(password_if_valid(&s, &cred.ufrag, 1010).is_some());
+        assert!(password_if_valid(&s, &cred.ufrag, 1011).is_none());
+        assert!(password_if_valid(&s, "short", 0).is_none());
+        assert!(password_if_valid(&s, "!!!!!!!!!!!!!!!!", 0).is_none());
+    }
+
+    #[test]
+    fn turn_credential_is_rfc2104_hmac_sha1() {
+        // RFC 2202 test case 2.
+        let got = turn_rest_credential(b"Jefe", "what do ya want for nothing?");
+        let want = STANDARD.encode(hex::decode("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79").unwrap());
+        assert_eq!(got, want);
+    }
+}

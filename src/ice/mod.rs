@@ -1,0 +1,8 @@
+//! ICE: stateless credentials, TURN REST credentials, ICE-lite candidates and the
+//! STUN responder.
+
+pub mod candidates;
+pub mod credentials;
+pub mod stun;
+pub mod udp;
+pub mod turn;
