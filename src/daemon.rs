@@ -1,1 +1,257 @@
-//! daemon
+//! Start-up and shutdown: load keys, bind sockets, build the shared state, run the HTTP
+//! router, the STUN responder and the rotation task until one shutdown signal.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::ice::credentials::IceSecret;
+use crate::ice::turn::TurnServer;
+use crate::keys::store::{ICE_SECRET_FILE, KeyStore, KeyStoreError};
+use crate::keys::{IdentityKeys, KemKeys, NoiseKeyRing, StaticKeys, configured_kem, rotation};
+use crate::metrics::Metrics;
+use crate::state::{AppState, Endpoints, StateParts};
+use crate::timefmt::unix_now;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Keys(#[from] KeyStoreError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("config error: {0}")]
+    Config(String),
+}
+
+/// Everything loaded from the keystore at start.
+pub struct LoadedKeys {
+    pub store: KeyStore,
+    pub static_keys: StaticKeys,
+    pub ring: NoiseKeyRing,
+}
+
+/// Loads every key, generating (and persisting) what is missing; a due rotation is done
+/// here so the daemon never starts on a key past its `rotates_at`.
+pub fn load_keys(config: &Config, now: u64) -> Result<LoadedKeys, StartError> {
+    let store = KeyStore::open(&config.server.resolved_state_dir())?;
+    let identity = IdentityKeys::from_seed(&*store.load_or_create_identity_seed()?);
+    let ice_secret = match &config.ice.credential_secret {
+        Some(hex_secret) => {
+            let bytes =
+                Zeroizing::new(hex::decode(hex_secret.trim()).map_err(|_| {
+                    StartError::Config("ice.credential_secret: must be hex".into())
+                })?);
+            let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                StartError::Config("ice.credential_secret: must be 32 bytes".into())
+            })?;
+            IceSecret::from_bytes(array)
+        }
+        None => IceSecret::from_bytes(*store.load_or_create_secret::<32>(ICE_SECRET_FILE)?),
+    };
+    let kem = if !config.crypto.pq {
+        None
+    } else {
+        match (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret) {
+            (Some(public), Some(secret)) => Some(
+                configured_kem(public, secret).map_err(|e| StartError::Config(e.to_string()))?,
+            ),
+            _ => Some(KemKeys::from_seed(&*store.load_or_create_kem_seed()?)),
+        }
+    };
+    let loaded = store.load_noise_keys()?.unwrap_or_default();
+    let plan = rotation::plan(&loaded, now);
+    let ring = if plan.is_noop() {
+        loaded
+    } else {
+        let next = rotation::apply(
+            &loaded,
+            &plan,
+            now,
+            config.crypto.rotation_interval,
+            config.crypto.rotation_grace,
+        );
+        store.save_noise_keys(&next)?;
+        next
+    };
+    Ok(LoadedKeys {
+        store,
+        static_keys: StaticKeys {
+            kem,
+            identity,
+            ice_secret,
+        },
+        ring,
+    })
+}
+
+fn host_for_url(addr: &SocketAddr, domain: &str) -> String {
+    if addr.ip().is_unspecified() {
+        domain.to_string()
+    } else if addr.is_ipv6() {
+        format!("[{}]", addr.ip())
+    } else {
+        addr.ip().to_string()
+    }
+}
+
+/// The public URLs and candidates, once the sockets are bound.
+pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>) -> Endpoints {
+    let public_url = config.public_url(http);
+    let connect_url = {
+        let ws = if let Some(rest) = public_url.strip_prefix("https://") {
+            format!("wss://{rest}")
+        } else if let Some(rest) = public_url.strip_prefix("http://") {
+            format!("ws://{rest}")
+        } else {
+            public_url.clone()
+        };
+        format!("{ws}/api/connect")
+    };
+    let advertised: Vec<SocketAddr> = match &config.ice.lite_public_address {
+        Some(public) if config.ice.lite_enabled => public.clone(),
+        _ => stun_addrs.clone(),
+    };
+    let stun_urls = advertised
+        .iter()
+        .map(|a| {
+            format!(
+                "stun:{}:{}",
+                host_for_url(a, &config.server.domain),
+                a.port()
+            )
+        })
+        .collect();
+    let candidate_addrs = advertised
+        .into_iter()
+        .filter(|a| !a.ip().is_unspecified())
+        .collect();
+    Endpoints {
+        http,
+        public_url,
+        connect_url,
+        stun_addrs,
+        stun_urls,
+        candidate_addrs,
+    }
+}
+
+/// A daemon whose sockets are bound and whose state is built, not yet serving.
+pub struct Daemon {
+    pub state: Arc<AppState>,
+    http: TcpListener,
+    stun: Option<crate::ice::udp::StunServer>,
+}
+
+impl Daemon {
+    /// Loads keys and binds every socket; any failure is reported before serving starts.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let now = unix_now();
+        let keys = load_keys(&config, now)?;
+        let turn = config
+            .ice
+            .turn
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                TurnServer::from_config(t)
+                    .map_err(|e| StartError::Config(format!("ice.turn[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let http = TcpListener::bind(config.server.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "HTTP listener",
+                addr: config.server.bind,
+                source,
+            })?;
+        let http_addr = http.local_addr().map_err(|source| StartError::Bind {
+            what: "HTTP listener",
+            addr: config.server.bind,
+            source,
+        })?;
+        let stun = if config.ice.lite_enabled {
+            Some(
+                crate::ice::udp::StunServer::bind(&config.ice.lite_bind, stun_sockets_per_addr())
+                    .map_err(|e| StartError::Bind {
+                    what: "STUN socket",
+                    addr: e.addr,
+                    source: e.source,
+                })?,
+            )
+        } else {
+            None
+        };
+        let stun_addrs = stun.as_ref().map(|s| s.local_addrs()).unwrap_or_default();
+        let mut metrics = Metrics::new();
+        crate::ice::udp::register_metrics(&mut metrics);
+        let state = AppState::new(
+            StateParts {
+                endpoints: endpoints(&config, http_addr, stun_addrs),
+                config,
+                static_keys: keys.static_keys,
+                turn,
+                metrics,
+                store: keys.store,
+            },
+            keys.ring,
+            now,
+        );
+        Ok(Self { state, http, stun })
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self { state, http, stun } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(rotation::run(state.clone(), stop_rx.clone()));
+        if let Some(stun) = stun {
+            tasks.spawn(crate::ice::udp::serve(stun, state.clone(), stop_rx.clone()));
+        }
+        let app = crate::http::router(state.clone(), crate::signal::routes());
+        let endpoints = &state.endpoints;
+        tracing::info!(
+            http = %endpoints.http,
+            stun = %endpoints.stun_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            public_url = %endpoints.public_url,
+            "commucat ready"
+        );
+        let mut http_stop = stop_rx.clone();
+        let server = axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_stop.wait_for(|stop| *stop).await;
+        });
+        let server = tokio::spawn(server.into_future());
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+        let result = server
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        while tasks.join_next().await.is_some() {}
+        tracing::info!("stopped");
+        result
+    }
+}
+
+fn stun_sockets_per_addr() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+}

@@ -1,1 +1,107 @@
-fn main(){}
+//! `commucat`: the daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use commucat::config::{Config, LogFormat};
+use commucat::daemon::Daemon;
+
+#[derive(Parser)]
+#[command(name = "commucat", version, about = "CommuCat P2P assist daemon")]
+struct Cli {
+    /// Configuration file (default: ./commucat.toml, then /etc/commucat/commucat.toml, then built-in defaults).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration and exit: 0 if valid, 2 if not.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, path) = match Config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("commucat: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let source = path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    if matches!(cli.command, Some(Command::CheckConfig)) {
+        println!("commucat: configuration is valid ({source})");
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "starting");
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("commucat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let daemon = match Daemon::start(config).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                eprintln!("commucat: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match daemon.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("commucat: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn init_logging(config: &Config) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

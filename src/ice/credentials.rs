@@ -53,7 +53,9 @@ impl IceSecret {
 
     /// Issues a fresh credential that expires `ttl_secs` after `now_unix`.
     pub fn issue(&self, now_unix: u64, ttl_secs: u32) -> IceCredential {
-        let expiry = now_unix.saturating_add(u64::from(ttl_secs)).min(u64::from(u32::MAX)) as u32;
+        let expiry = now_unix
+            .saturating_add(u64::from(ttl_secs))
+            .min(u64::from(u32::MAX)) as u32;
         let mut raw = [0u8; UFRAG_RAW_LEN];
         raw[..4].copy_from_slice(&expiry.to_be_bytes());
         rand::rng().fill(&mut raw[4..]);
@@ -111,7 +113,9 @@ pub fn ufrag_expiry(ufrag: &str) -> Option<u64> {
     if n != UFRAG_RAW_LEN {
         return None;
     }
-    Some(u64::from(u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]])))
+    Some(u64::from(u32::from_be_bytes([
+        raw[0], raw[1], raw[2], raw[3],
+    ])))
 }
 
 /// Validates `ufrag` and returns its password if it has not expired at `now_unix`.
@@ -174,7 +178,8 @@ mod tests {
     fn turn_credential_is_rfc2104_hmac_sha1() {
         // RFC 2202 test case 2.
         let got = turn_rest_credential(b"Jefe", "what do ya want for nothing?");
-        let want = STANDARD.encode(hex::decode("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79").unwrap());
+        let want =
+            STANDARD.encode(hex::decode("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79").unwrap());
         assert_eq!(got, want);
     }
 }

@@ -4,5 +4,5 @@
 pub mod candidates;
 pub mod credentials;
 pub mod stun;
-pub mod udp;
 pub mod turn;
+pub mod udp;

@@ -1,1 +1,310 @@
-//! keys/mod
+//! The server's keys (PROTOCOL.md §1): versioned Noise static keys that rotate, the
+//! ML-KEM-768 key, the ML-DSA-65 identity key and the ICE secret.
+//!
+//! `store` persists them, `rotation` decides when a new Noise key is due, `bundle` signs
+//! the public key bundle that `/api/server-info` publishes.
+
+pub mod bundle;
+pub mod rotation;
+pub mod store;
+
+use ml_dsa::{Keypair as _, MlDsa65, SigningKey, VerifyingKey};
+use ml_kem::{DecapsulationKey, EncapsulationKey, KeyExport as _, MlKem768};
+use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::Zeroizing;
+
+use crate::config::ConfigError;
+use crate::ice::credentials::IceSecret;
+
+/// Length of an ML-KEM-768 seed (d ‖ z).
+pub const KEM_SEED_LEN: usize = 64;
+/// Length of an ML-KEM-768 encapsulation key.
+pub const KEM_PUBLIC_LEN: usize = 1184;
+/// Length of an ML-DSA-65 seed.
+pub const IDENTITY_SEED_LEN: usize = 32;
+
+/// One versioned Noise static key.
+pub struct NoiseKey {
+    pub version: u32,
+    secret: StaticSecret,
+    public: [u8; 32],
+    pub valid_after: u64,
+    pub rotates_at: u64,
+    pub expires_at: u64,
+}
+
+impl NoiseKey {
+    pub fn new(
+        version: u32,
+        secret: [u8; 32],
+        valid_after: u64,
+        rotates_at: u64,
+        expires_at: u64,
+    ) -> Self {
+        let secret = StaticSecret::from(secret);
+        let public = PublicKey::from(&secret).to_bytes();
+        Self {
+            version,
+            secret,
+            public,
+            valid_after,
+            rotates_at,
+            expires_at,
+        }
+    }
+
+    /// A fresh key valid at once, rotating after `interval` and expiring `grace` later.
+    pub fn generate(version: u32, now: u64, interval: u64, grace: u64) -> Self {
+        let secret = StaticSecret::random_from_rng(&mut rand::rng());
+        let rotates_at = now.saturating_add(interval);
+        Self::new(
+            version,
+            secret.to_bytes(),
+            now,
+            rotates_at,
+            rotates_at.saturating_add(grace),
+        )
+    }
+
+    pub fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    pub fn public_hex(&self) -> String {
+        hex::encode(self.public)
+    }
+
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.secret.to_bytes())
+    }
+
+    /// Handshakes are accepted on a key from `valid_after` until `expires_at`.
+    pub fn usable_at(&self, now: u64) -> bool {
+        self.valid_after <= now && now < self.expires_at
+    }
+
+    fn duplicate(&self) -> Self {
+        Self::new(
+            self.version,
+            self.secret.to_bytes(),
+            self.valid_after,
+            self.rotates_at,
+            self.expires_at,
+        )
+    }
+}
+
+impl std::fmt::Debug for NoiseKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NoiseKey")
+            .field("version", &self.version)
+            .field("public", &self.public_hex())
+            .field("valid_after", &self.valid_after)
+            .field("rotates_at", &self.rotates_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a requested Noise key version cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyLookupError {
+    #[error("unknown key version")]
+    Unknown,
+    #[error("key version expired")]
+    Expired,
+}
+
+/// The Noise static keys that have not expired, oldest first.
+#[derive(Debug, Default)]
+pub struct NoiseKeyRing {
+    keys: Vec<NoiseKey>,
+}
+
+impl NoiseKeyRing {
+    /// Builds a ring; versions must be strictly increasing.
+    pub fn from_keys(mut keys: Vec<NoiseKey>) -> Result<Self, String> {
+        keys.sort_by_key(|k| k.version);
+        if keys.windows(2).any(|w| w[0].version == w[1].version) {
+            return Err("duplicate key version".into());
+        }
+        if keys.iter().any(|k| k.version == 0) {
+            return Err("key version 0 is not allowed".into());
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn keys(&self) -> &[NoiseKey] {
+        &self.keys
+    }
+
+    pub fn newest(&self) -> Option<&NoiseKey> {
+        self.keys.last()
+    }
+
+    /// The key `version` if a handshake may use it at `now`.
+    pub fn lookup(&self, version: u32, now: u64) -> Result<&NoiseKey, KeyLookupError> {
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.version == version)
+            .ok_or(KeyLookupError::Unknown)?;
+        if key.usable_at(now) {
+            Ok(key)
+        } else if now < key.valid_after {
+            Err(KeyLookupError::Unknown)
+        } else {
+            Err(KeyLookupError::Expired)
+        }
+    }
+
+    /// The keys still listed at `now` (not expired), oldest first.
+    pub fn listed(&self, now: u64) -> impl Iterator<Item = &NoiseKey> {
+        self.keys.iter().filter(move |k| now < k.expires_at)
+    }
+
+    /// A copy of this ring without the keys expired at `now`, plus `added`.
+    pub fn successor(&self, now: u64, added: Option<NoiseKey>) -> Self {
+        let mut keys: Vec<NoiseKey> = self
+            .keys
+            .iter()
+            .filter(|k| now < k.expires_at)
+            .map(NoiseKey::duplicate)
+            .collect();
+        keys.extend(added);
+        Self { keys }
+    }
+}
+
+/// The server's ML-KEM-768 key, decoded once.
+pub struct KemKeys {
+    pub decapsulation: DecapsulationKey<MlKem768>,
+    pub public_bytes: Vec<u8>,
+    pub public_hex: String,
+}
+
+impl KemKeys {
+    pub fn from_seed(seed: &[u8; KEM_SEED_LEN]) -> Self {
+        let decapsulation = DecapsulationKey::<MlKem768>::from_seed((*seed).into());
+        let public_bytes = decapsulation.encapsulation_key().to_bytes().to_vec();
+        let public_hex = hex::encode(&public_bytes);
+        Self {
+            decapsulation,
+            public_bytes,
+            public_hex,
+        }
+    }
+
+    pub fn encapsulation_key(&self) -> &EncapsulationKey<MlKem768> {
+        self.decapsulation.encapsulation_key()
+    }
+}
+
+/// The ML-DSA-65 identity key: signs the key bundle and device certificates.
+pub struct IdentityKeys {
+    pub signing: SigningKey<MlDsa65>,
+    pub verifying: VerifyingKey<MlDsa65>,
+    pub public_hex: String,
+}
+
+impl IdentityKeys {
+    pub fn from_seed(seed: &[u8; IDENTITY_SEED_LEN]) -> Self {
+        let signing = SigningKey::<MlDsa65>::from_seed(&(*seed).into());
+        let verifying = signing.verifying_key();
+        let public_hex = hex::encode(verifying.encode());
+        Self {
+            signing,
+            verifying,
+            public_hex,
+        }
+    }
+}
+
+/// Keys that live as long as the process: loaded once at start.
+pub struct StaticKeys {
+    /// `None` when PQ is off.
+    pub kem: Option<KemKeys>,
+    pub identity: IdentityKeys,
+    pub ice_secret: IceSecret,
+}
+
+/// Checks a configured `pq_kem_public`/`pq_kem_secret` pair and decodes it.
+pub fn configured_kem(public_hex: &str, secret_hex: &str) -> Result<KemKeys, ConfigError> {
+    let secret = Zeroizing::new(
+        hex::decode(secret_hex.trim())
+            .map_err(|_| ConfigError::new("crypto.pq_kem_secret", "must be hex"))?,
+    );
+    let seed: Zeroizing<[u8; KEM_SEED_LEN]> =
+        Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
+            ConfigError::new(
+                "crypto.pq_kem_secret",
+                format!(
+                    "must be the 64-byte ML-KEM-768 seed (128 hex digits), got {} bytes",
+                    secret.len()
+                ),
+            )
+        })?);
+    let public = hex::decode(public_hex.trim())
+        .map_err(|_| ConfigError::new("crypto.pq_kem_public", "must be hex"))?;
+    if public.len() != KEM_PUBLIC_LEN {
+        return Err(ConfigError::new(
+            "crypto.pq_kem_public",
+            format!("must be {KEM_PUBLIC_LEN} bytes, got {}", public.len()),
+        ));
+    }
+    let kem = KemKeys::from_seed(&seed);
+    if kem.public_bytes != public {
+        return Err(ConfigError::new(
+            "crypto.pq_kem_public",
+            "does not match pq_kem_secret",
+        ));
+    }
+    Ok(kem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(version: u32, valid_after: u64, rotates_at: u64, expires_at: u64) -> NoiseKey {
+        NoiseKey::new(
+            version,
+            [version as u8; 32],
+            valid_after,
+            rotates_at,
+            expires_at,
+        )
+    }
+
+    #[test]
+    fn lookup_distinguishes_unknown_and_expired() {
+        let ring = NoiseKeyRing::from_keys(vec![key(1, 0, 10, 20), key(2, 10, 30, 40)]).unwrap();
+        assert_eq!(ring.lookup(1, 15).unwrap().version, 1);
+        assert_eq!(ring.lookup(2, 15).unwrap().version, 2);
+        assert_eq!(ring.lookup(1, 20).unwrap_err(), KeyLookupError::Expired);
+        assert_eq!(ring.lookup(3, 15).unwrap_err(), KeyLookupError::Unknown);
+        assert_eq!(ring.listed(25).count(), 1);
+    }
+
+    #[test]
+    fn ring_rejects_duplicate_versions() {
+        assert!(NoiseKeyRing::from_keys(vec![key(1, 0, 1, 2), key(1, 0, 1, 2)]).is_err());
+    }
+
+    #[test]
+    fn configured_kem_checks_pair() {
+        let seed = [3u8; 64];
+        let kem = KemKeys::from_seed(&seed);
+        let ok = configured_kem(&kem.public_hex, &hex::encode(seed)).unwrap();
+        assert_eq!(ok.public_hex, kem.public_hex);
+        let other = KemKeys::from_seed(&[4u8; 64]);
+        let e = configured_kem(&other.public_hex, &hex::encode(seed))
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "crypto.pq_kem_public");
+        assert_eq!(
+            configured_kem(&kem.public_hex, "abcd").err().unwrap().key,
+            "crypto.pq_kem_secret"
+        );
+    }
+}
