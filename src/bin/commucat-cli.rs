@@ -1,1 +1,130 @@
-fn main() {}
+//! `commucat-cli`: key generation and probes against a CommuCat daemon.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use commucat::client::http::{fetch_assist, fetch_server_info, http_client};
+use commucat::keys::KemKeys;
+
+#[derive(Parser)]
+#[command(name = "commucat-cli", version, about = "Client tool for CommuCat daemons")]
+struct Cli {
+    /// Timeout for each network operation, in seconds.
+    #[arg(long, global = true, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate an ML-KEM-768 key pair and print the [crypto] lines for commucat.toml.
+    GeneratePqKeys,
+    /// Fetch /api/server-info, print it and verify its key bundle signature.
+    ServerInfo {
+        /// Base URL of the daemon, e.g. http://127.0.0.1:8080
+        url: String,
+    },
+    /// Fetch P2P advice from /api/p2p/assist (POST when any option is given).
+    Assist {
+        url: String,
+        #[arg(long)]
+        prefer_reality: bool,
+        #[arg(long, value_name = "N")]
+        min_paths: Option<u32>,
+        #[arg(long, value_name = "BYTES")]
+        mtu: Option<u32>,
+        #[arg(long, value_name = "FRACTION")]
+        overhead: Option<f64>,
+        #[arg(long, value_name = "DEVICE")]
+        peer_hint: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("commucat-cli: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("commucat-cli: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let timeout = Duration::from_secs(cli.timeout.max(1));
+    match cli.command {
+        Command::GeneratePqKeys => generate_pq_keys(),
+        Command::ServerInfo { url } => server_info(&url, timeout).await,
+        Command::Assist {
+            url,
+            prefer_reality,
+            min_paths,
+            mtu,
+            overhead,
+            peer_hint,
+        } => {
+            let mut body = serde_json::Map::new();
+            if prefer_reality {
+                body.insert("prefer_reality".into(), true.into());
+            }
+            if let Some(n) = min_paths {
+                body.insert("min_paths".into(), n.into());
+            }
+            let mut fec = serde_json::Map::new();
+            if let Some(m) = mtu {
+                fec.insert("mtu".into(), m.into());
+            }
+            if let Some(o) = overhead {
+                fec.insert("repair_overhead".into(), o.into());
+            }
+            if !fec.is_empty() {
+                body.insert("fec".into(), fec.into());
+            }
+            if let Some(p) = peer_hint {
+                body.insert("peer_hint".into(), p.into());
+            }
+            let request = (!body.is_empty()).then(|| serde_json::Value::Object(body));
+            let client = http_client(timeout)?;
+            let advice = fetch_assist(&client, &url, request.as_ref()).await?;
+            println!("{}", serde_json::to_string_pretty(&advice)?);
+            Ok(())
+        }
+    }
+}
+
+fn generate_pq_keys() -> Result<()> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 64]);
+    rand::fill(&mut seed[..]);
+    let kem = KemKeys::from_seed(&seed);
+    let secret_hex = zeroize::Zeroizing::new(hex::encode(*seed));
+    println!("# ML-KEM-768 key pair for commucat.toml; keep pq_kem_secret private (chmod 600 the file).");
+    println!("[crypto]");
+    println!("pq_kem_public = \"{}\"", kem.public_hex);
+    println!("pq_kem_secret = \"{}\"", secret_hex.as_str());
+    Ok(())
+}
+
+async fn server_info(url: &str, timeout: Duration) -> Result<()> {
+    let client = http_client(timeout)?;
+    let info = fetch_server_info(&client, url)
+        .await
+        .with_context(|| format!("server-info of {url}"))?;
+    println!("{}", serde_json::to_string_pretty(&info)?);
+    eprintln!(
+        "key bundle signature: verified (ML-DSA-65, {} Noise key(s), PQ {})",
+        info.noise_keys.len(),
+        if info.post_quantum.enabled { "on" } else { "off" }
+    );
+    Ok(())
+}

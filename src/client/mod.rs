@@ -1,1 +1,3 @@
-//! client/mod
+//! The client side: what `commucat-cli` and client developers use to talk to a daemon.
+
+pub mod http;

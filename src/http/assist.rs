@@ -279,11 +279,15 @@ async fn read_request(headers: &HeaderMap, body: Body) -> Result<AssistRequest, 
             "Content-Type must be application/json",
         ));
     }
+    // serde would also accept a positional array for a struct; the contract wants an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::bad_request("body: must be a JSON object"));
+    }
     let de = &mut serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." {
+        if path == "." || path.starts_with('?') {
             Problem::bad_request(format!("body: invalid JSON: {inner}"))
         } else {
             Problem::bad_request(format!("{path}: {inner}"))

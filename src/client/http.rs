@@ -1,0 +1,146 @@
+//! HTTP client for discovery and assist, verifying the key bundle signature.
+
+use std::sync::Once;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::http::server_info::ServerInfo;
+use crate::keys::bundle::{BundleNoiseKey, VerifyError, decode_verifying_key, key_bundle_text, verify_hex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL {0:?}: expected http://host:port or https://host:port")]
+    Url(String),
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{url} answered HTTP {status}: {detail}")]
+    Status { url: String, status: u16, detail: String },
+    #[error("{url} gave an answer that is not what a CommuCat server sends: {reason}")]
+    BadAnswer { url: String, reason: String },
+    #[error("key bundle signature of {url} does not verify: {source}")]
+    Signature { url: String, source: VerifyError },
+}
+
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider was installed first, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// An HTTP client with bounded timeouts and TLS through rustls (ring).
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientError> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .build()
+        .map_err(|e| ClientError::Connect {
+            url: String::new(),
+            reason: e.to_string(),
+        })
+}
+
+/// `base` with a path appended; `base` must be an http(s) URL.
+pub fn join(base: &str, path: &str) -> Result<String, ClientError> {
+    let url = url::Url::parse(base).map_err(|_| ClientError::Url(base.into()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ClientError::Url(base.into()));
+    }
+    Ok(format!("{}{path}", base.trim_end_matches('/')))
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T, ClientError> {
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| ClientError::Connect {
+        url: url.into(),
+        reason: describe(&e),
+    })?;
+    if !status.is_success() {
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned());
+        return Err(ClientError::Status {
+            url: url.into(),
+            status: status.as_u16(),
+            detail,
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| ClientError::BadAnswer {
+        url: url.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Fetches `/api/server-info` and verifies its key bundle signature.
+pub async fn fetch_server_info(client: &reqwest::Client, base: &str) -> Result<ServerInfo, ClientError> {
+    let url = join(base, "/api/server-info")?;
+    let response = client.get(&url).send().await.map_err(|e| ClientError::Connect {
+        url: url.clone(),
+        reason: describe(&e),
+    })?;
+    let info: ServerInfo = decode(&url, response).await?;
+    verify_server_info(&info).map_err(|source| ClientError::Signature { url, source })?;
+    Ok(info)
+}
+
+/// Recomputes the key bundle from the document and checks the ML-DSA-65 signature
+/// against `post_quantum.signature_public_hex`.
+pub fn verify_server_info(info: &ServerInfo) -> Result<(), VerifyError> {
+    let keys: Vec<BundleNoiseKey> = info
+        .noise_keys
+        .iter()
+        .map(|k| BundleNoiseKey {
+            version: k.version,
+            public_hex: k.public.clone(),
+            valid_after: k.valid_after.clone(),
+            rotates_at: k.rotates_at.clone(),
+            expires_at: k.expires_at.clone(),
+        })
+        .collect();
+    let pq = &info.post_quantum;
+    let text = key_bundle_text(&info.domain, &keys, pq.kem_public_hex.as_deref());
+    let vk = decode_verifying_key(&pq.signature_public_hex)?;
+    verify_hex(&vk, text.as_bytes(), &pq.key_bundle_signature_hex)
+}
+
+/// `GET /api/p2p/assist`, or `POST` with `request` as the JSON body.
+pub async fn fetch_assist(
+    client: &reqwest::Client,
+    base: &str,
+    request: Option<&serde_json::Value>,
+) -> Result<serde_json::Value, ClientError> {
+    let url = join(base, "/api/p2p/assist")?;
+    let builder = match request {
+        Some(body) => client.post(&url).json(body),
+        None => client.get(&url),
+    };
+    let response = builder.send().await.map_err(|e| ClientError::Connect {
+        url: url.clone(),
+        reason: describe(&e),
+    })?;
+    let value: serde_json::Value = decode(&url, response).await?;
+    for field in ["noise", "ice", "transports", "multipath", "security"] {
+        if value.get(field).is_none() {
+            return Err(ClientError::BadAnswer {
+                url,
+                reason: format!("missing field {field:?}"),
+            });
+        }
+    }
+    Ok(value)
+}

@@ -1,0 +1,203 @@
+//! Test support: start the real `commucat` binary on ephemeral loopback ports, find its
+//! addresses in its log, stop it with SIGTERM, and always reap it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_commucat");
+pub const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub http: SocketAddr,
+    pub stun: Vec<SocketAddr>,
+    pub dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// How a daemon that was expected to fail ended.
+#[derive(Debug)]
+pub struct Failed {
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "commucat-test-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn command(dir: &Path, config: &str, env: &[(&str, &str)]) -> Command {
+    let config_path = dir.join("commucat.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--config")
+        .arg(&config_path)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env("COMMUCAT_SERVER_BIND", "127.0.0.1:0")
+        .env("COMMUCAT_ICE_LITE_BIND", "127.0.0.1:0")
+        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    let rest = &line[start..];
+    Some(rest.split_whitespace().next().unwrap_or(""))
+}
+
+impl Daemon {
+    pub fn start(config: &str) -> Daemon {
+        Self::start_in(&temp_dir("d"), config, &[])
+    }
+
+    pub fn start_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+        match Self::try_start_in(dir, config, env) {
+            Ok(d) => d,
+            Err(f) => panic!("daemon failed to start: {f:?}"),
+        }
+    }
+
+    /// Starts the daemon and waits for its ready line, or for it to exit.
+    pub fn try_start_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Daemon, Failed> {
+        let mut child = command(dir, config, env).spawn().expect("spawn commucat");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("commucat ready") {
+                    let _ = tx.send(line.clone());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(50)) {
+                let http = field(&line, "http").unwrap().parse().unwrap();
+                let stun = field(&line, "stun")
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                return Ok(Daemon {
+                    child: Some(child),
+                    http,
+                    stun,
+                    dir: dir.to_path_buf(),
+                    log,
+                });
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100));
+                let stderr = log.lock().unwrap().join("\n");
+                return Err(Failed { status, stderr });
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon did not become ready: {}", log.lock().unwrap().join("\n"));
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// SIGTERM, then wait (bounded) for a graceful exit.
+    pub fn stop(mut self) -> ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe_sigterm(child.id());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("daemon ignored SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs the daemon (or the CLI) to completion with a bounded wait.
+pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = Instant::now() + limit;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            return (
+                out.status,
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process did not exit in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    commucat::client::http::http_client(Duration::from_secs(10)).unwrap()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
