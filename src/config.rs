@@ -104,8 +104,7 @@ pub struct CryptoConfig {
     pub pq: bool,
     pub require_pq: bool,
     pub pq_kem_public: Option<String>,
-    #[serde(serialize_with = "serialize_redacted")]
-    pub pq_kem_secret: Option<String>,
+    pub pq_kem_secret: Option<Secret>,
     pub rotation_interval: u64,
     pub rotation_grace: u64,
     /// Validity of device certificates issued on `certify`, seconds.
@@ -136,8 +135,7 @@ pub struct IceConfig {
     #[serde(deserialize_with = "optional_one_or_many")]
     pub lite_public_address: Option<Vec<SocketAddr>>,
     pub credential_ttl: u32,
-    #[serde(serialize_with = "serialize_redacted")]
-    pub credential_secret: Option<String>,
+    pub credential_secret: Option<Secret>,
     pub turn_ttl: u32,
     pub keepalive_interval: u32,
     pub require_integrity: bool,
@@ -173,14 +171,14 @@ impl Default for IceConfig {
 pub struct TurnServerConfig {
     #[serde(deserialize_with = "comma_list")]
     pub urls: Vec<String>,
-    #[serde(default, serialize_with = "serialize_redacted")]
-    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret: Option<Secret>,
     #[serde(default, skip_serializing)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Secret>,
     #[serde(default)]
     pub username: Option<String>,
-    #[serde(default, serialize_with = "serialize_redacted")]
-    pub password: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
     #[serde(default)]
     pub realm: Option<String>,
 }
@@ -190,7 +188,7 @@ impl TurnServerConfig {
     pub fn signing_secret(&self) -> Option<&str> {
         self.secret
             .as_deref()
-            .or_else(|| self.secrets.first().map(String::as_str))
+            .or_else(|| self.secrets.first().map(|s| &**s))
     }
 }
 
@@ -306,8 +304,7 @@ impl Default for DeviceRotationConfig {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    #[serde(serialize_with = "serialize_redacted")]
-    pub token: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -488,16 +485,15 @@ impl Config {
                 "needs at least one address",
             ));
         }
-        if let Some(addrs) = &ice.lite_public_address {
-            if let Some(bad) = addrs
+        if let Some(addrs) = &ice.lite_public_address
+            && let Some(bad) = addrs
                 .iter()
                 .find(|a| a.ip().is_unspecified() || a.port() == 0)
-            {
-                return Err(ConfigError::new(
-                    "ice.lite_public_address",
-                    format!("{bad} is not a reachable address"),
-                ));
-            }
+        {
+            return Err(ConfigError::new(
+                "ice.lite_public_address",
+                format!("{bad} is not a reachable address"),
+            ));
         }
         if !(1..=7 * 86_400).contains(&ice.credential_ttl) {
             return Err(ConfigError::new(
@@ -582,6 +578,12 @@ impl Config {
                 ));
             }
             if let Some(fp) = &t.reality_fingerprint {
+                if t.transport != TransportKind::Reality {
+                    return Err(ConfigError::new(
+                        format!("{key}.reality_fingerprint"),
+                        "only applies to transport = \"reality\"",
+                    ));
+                }
                 if fp.is_empty() || hex::decode(fp).is_err() {
                     return Err(ConfigError::new(
                         format!("{key}.reality_fingerprint"),
@@ -606,13 +608,11 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if let Some(token) = &self.admin.token {
-            if token.is_empty() {
-                return Err(ConfigError::new(
-                    "admin.token",
-                    "must not be empty when set",
-                ));
-            }
+        if self.admin.token.as_deref() == Some("") {
+            return Err(ConfigError::new(
+                "admin.token",
+                "must not be empty when set",
+            ));
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| ConfigError::new("log.level", format!("not a valid filter: {e}")))?;
@@ -694,7 +694,7 @@ fn validate_turn(turn: &TurnServerConfig, key: &str) -> Result<(), ConfigError> 
             "static credentials need both username and password",
         ));
     }
-    if turn.secret.as_deref() == Some("") || turn.secrets.iter().any(String::is_empty) {
+    if turn.secret.as_deref() == Some("") || turn.secrets.iter().any(|s| s.is_empty()) {
         return Err(ConfigError::new(
             format!("{key}.secret"),
             "must not be empty",
@@ -763,7 +763,10 @@ fn apply_env_overrides(
         };
         let rest = rest.to_ascii_lowercase();
         let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
-            continue;
+            return Err(ConfigError::new(
+                name.clone(),
+                "unknown setting (no such section; [[ice.turn]] and [[transport]] are set in the file)",
+            ));
         };
         let key = &rest[section.len() + 1..];
         if !known_key(section, key) {
@@ -773,7 +776,10 @@ fn apply_env_overrides(
             ));
         }
         let default = defaults.get(*section).and_then(|s| s.get(key));
-        let value = env_value(default, raw).map_err(|m| ConfigError::new(name.clone(), m))?;
+        let is_list = matches!(default, Some(toml::Value::Array(_)))
+            || (*section, key) == ("ice", "lite_public_address");
+        let value =
+            env_value(default, is_list, raw).map_err(|m| ConfigError::new(name.clone(), m))?;
         let entry = table
             .entry(section.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
@@ -808,7 +814,11 @@ fn known_key(section: &str, key: &str) -> bool {
     (in_defaults || optional) && key != "turn"
 }
 
-fn env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
+fn env_value(
+    default: Option<&toml::Value>,
+    is_list: bool,
+    raw: &str,
+) -> Result<toml::Value, String> {
     let raw = raw.trim();
     Ok(match default {
         Some(toml::Value::Boolean(_)) => match raw.to_ascii_lowercase().as_str() {
@@ -824,16 +834,11 @@ fn env_value(default: Option<&toml::Value>, raw: &str) -> Result<toml::Value, St
             raw.parse::<f64>()
                 .map_err(|_| format!("expected a number, got {raw:?}"))?,
         ),
-        Some(toml::Value::Array(_)) => toml::Value::Array(
+        _ if is_list => toml::Value::Array(
             raw.split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(|s| toml::Value::String(s.to_string()))
-                .collect(),
-        ),
-        _ if raw.contains(',') => toml::Value::Array(
-            raw.split(',')
-                .map(|s| toml::Value::String(s.trim().to_string()))
                 .collect(),
         ),
         _ => toml::Value::String(raw.to_string()),
@@ -888,10 +893,41 @@ fn turn_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<TurnServerConfig>
     Vec::<TurnServerConfig>::deserialize(d)
 }
 
-fn serialize_redacted<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(_) => s.serialize_some("<redacted>"),
-        None => s.serialize_none(),
+/// A secret from the configuration: zeroized on drop, redacted in `Debug` and when
+/// serialized, so a logged or printed `Config` never shows it.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+}
+
+impl std::ops::Deref for Secret {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("<redacted>")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.zeroize();
     }
 }
 
@@ -938,6 +974,10 @@ mod tests {
                 "true".to_string(),
             ),
             ("COMMUCAT_ADMIN_TOKEN".to_string(), "12345".to_string()),
+            (
+                "COMMUCAT_LOG_LEVEL".to_string(),
+                "info,commucat=debug".to_string(),
+            ),
         ];
         let c = Config::from_toml_with_env("", &env).unwrap();
         assert!(!c.crypto.pq);
@@ -945,12 +985,22 @@ mod tests {
         assert_eq!(c.ice.lite_bind.len(), 2);
         assert!(c.device_rotation.enabled);
         assert_eq!(c.admin.token.as_deref(), Some("12345"));
+        assert!(
+            !format!("{c:?}").contains("12345"),
+            "secrets are redacted in Debug"
+        );
+        assert_eq!(c.log.level, "info,commucat=debug");
     }
 
     #[test]
     fn env_unknown_key_and_bad_type_are_errors() {
         let env = vec![("COMMUCAT_SERVER_BINDX".to_string(), "1".to_string())];
         assert!(Config::from_toml_with_env("", &env).is_err());
+        let env = vec![("COMMUCAT_SERVR_BIND".to_string(), "x".to_string())];
+        assert_eq!(
+            Config::from_toml_with_env("", &env).unwrap_err().key,
+            "COMMUCAT_SERVR_BIND"
+        );
         let env = vec![("COMMUCAT_CRYPTO_PQ".to_string(), "maybe".to_string())];
         let e = Config::from_toml_with_env("", &env).unwrap_err();
         assert_eq!(e.key, "COMMUCAT_CRYPTO_PQ");

@@ -37,6 +37,8 @@ pub struct LoadedKeys {
     pub store: KeyStore,
     pub static_keys: StaticKeys,
     pub ring: NoiseKeyRing,
+    /// A rotation fell due while the daemon was stopped and was carried out at start.
+    pub rotated_at_start: bool,
 }
 
 /// Loads every key, generating (and persisting) what is missing; a due rotation is done
@@ -69,6 +71,7 @@ pub fn load_keys(config: &Config, now: u64) -> Result<LoadedKeys, StartError> {
     };
     let loaded = store.load_noise_keys()?.unwrap_or_default();
     let plan = rotation::plan(&loaded, now);
+    let rotated_at_start = plan.new_key_version.is_some() && loaded.newest().is_some();
     let ring = if plan.is_noop() {
         loaded
     } else {
@@ -90,6 +93,7 @@ pub fn load_keys(config: &Config, now: u64) -> Result<LoadedKeys, StartError> {
             ice_secret,
         },
         ring,
+        rotated_at_start,
     })
 }
 
@@ -193,6 +197,9 @@ impl Daemon {
         let stun_addrs = stun.as_ref().map(|s| s.local_addrs()).unwrap_or_default();
         let mut metrics = Metrics::new();
         crate::ice::udp::register_metrics(&mut metrics);
+        if keys.rotated_at_start {
+            metrics.key_rotations.inc();
+        }
         let state = AppState::new(
             StateParts {
                 endpoints: endpoints(&config, http_addr, stun_addrs),

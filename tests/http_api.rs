@@ -11,7 +11,10 @@ use ml_dsa::signature::Verifier as _;
 use serde_json::{Value, json};
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 fn get_json(d: &Daemon, path: &str) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -23,7 +26,12 @@ fn get_json(d: &Daemon, path: &str) -> (u16, reqwest::header::HeaderMap, Value) 
     })
 }
 
-fn post(d: &Daemon, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Value) {
+fn post(
+    d: &Daemon,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
     runtime().block_on(async {
         let mut req = client().post(d.url(path)).body(body);
         if let Some(ct) = content_type {
@@ -33,12 +41,21 @@ fn post(d: &Daemon, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (u
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let bytes = r.bytes().await.unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            headers,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     })
 }
 
 fn post_json(d: &Daemon, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
-    post(d, "/api/p2p/assist", Some("application/json"), serde_json::to_vec(&body).unwrap())
+    post(
+        d,
+        "/api/p2p/assist",
+        Some("application/json"),
+        serde_json::to_vec(&body).unwrap(),
+    )
 }
 
 /// Recomputes the key bundle from the JSON exactly as PROTOCOL.md §2 writes it.
@@ -59,7 +76,9 @@ fn bundle_text(info: &Value) -> String {
     }
     lines.push(format!(
         "kem={}",
-        info["post_quantum"]["kem_public_hex"].as_str().unwrap_or("")
+        info["post_quantum"]["kem_public_hex"]
+            .as_str()
+            .unwrap_or("")
     ));
     lines.join("\n")
 }
@@ -67,7 +86,8 @@ fn bundle_text(info: &Value) -> String {
 fn verify_bundle(info: &Value) -> bool {
     let pq = &info["post_quantum"];
     let vk_bytes = hex::decode(pq["signature_public_hex"].as_str().unwrap()).unwrap();
-    let vk = ml_dsa::VerifyingKey::<ml_dsa::MlDsa65>::decode(&vk_bytes.as_slice().try_into().unwrap());
+    let vk =
+        ml_dsa::VerifyingKey::<ml_dsa::MlDsa65>::decode(&vk_bytes.as_slice().try_into().unwrap());
     let sig_bytes = hex::decode(pq["key_bundle_signature_hex"].as_str().unwrap()).unwrap();
     let sig = ml_dsa::Signature::<ml_dsa::MlDsa65>::try_from(sig_bytes.as_slice()).unwrap();
     vk.verify(bundle_text(info).as_bytes(), &sig).is_ok()
@@ -96,15 +116,27 @@ fn server_info_has_contract_shape_and_verifying_signature() {
     assert_eq!(pq["signature_algorithm"], "ML-DSA-65");
     assert_eq!(pq["kem_public_hex"].as_str().unwrap().len(), 1184 * 2);
     assert_eq!(pq["signature_public_hex"].as_str().unwrap().len(), 1952 * 2);
-    assert_eq!(pq["key_bundle_signature_hex"].as_str().unwrap().len(), 3309 * 2);
+    assert_eq!(
+        pq["key_bundle_signature_hex"].as_str().unwrap().len(),
+        3309 * 2
+    );
     assert_eq!(info["device_ca_public"], pq["signature_public_hex"]);
     assert_eq!(info["session"]["ttl_seconds"], 60);
     assert_eq!(info["presence"]["ttl_seconds"], 30);
     assert!(info["pairing"]["pairing_ttl"].is_u64());
     assert!(info["device_rotation"]["enabled"].is_boolean());
-    assert_eq!(info["endpoints"]["connect"], format!("ws://{}/api/connect", d.http));
-    assert_eq!(info["endpoints"]["stun"], json!([format!("stun:{}", d.stun[0])]));
-    assert!(verify_bundle(&info), "bundle signature must verify with ml-dsa");
+    assert_eq!(
+        info["endpoints"]["connect"],
+        format!("ws://{}/api/connect", d.http)
+    );
+    assert_eq!(
+        info["endpoints"]["stun"],
+        json!([format!("stun:{}", d.stun[0])])
+    );
+    assert!(
+        verify_bundle(&info),
+        "bundle signature must verify with ml-dsa"
+    );
 
     // A tampered bundle does not verify.
     let mut tampered = info.clone();
@@ -136,7 +168,10 @@ fn keys_survive_a_restart() {
     let second = Daemon::start_in(&dir, "", &[]);
     let (_, _, b) = get_json(&second, "/api/server-info");
     assert_eq!(a["noise_keys"], b["noise_keys"]);
-    assert_eq!(a["post_quantum"]["kem_public_hex"], b["post_quantum"]["kem_public_hex"]);
+    assert_eq!(
+        a["post_quantum"]["kem_public_hex"],
+        b["post_quantum"]["kem_public_hex"]
+    );
     assert_eq!(a["device_ca_public"], b["device_ca_public"]);
     // Deterministic ML-DSA over identical input: the same signature.
     assert_eq!(
@@ -145,7 +180,10 @@ fn keys_survive_a_restart() {
     );
     for name in ["noise_keys.json", "kem.seed", "identity.seed", "ice.secret"] {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("state").join(name)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("state").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
 }
@@ -166,8 +204,16 @@ fn short_rotation_lists_both_keys_until_the_first_expires() {
             .map(|k| k["version"].as_u64().unwrap())
             .collect();
         if saw_both.is_none() && versions.contains(&1) && versions.contains(&2) {
-            assert_eq!(info["noise_public"], info["noise_keys"][1]["public"], "newest is published");
-            saw_both = Some(info["noise_keys"][0]["expires_at"].as_str().unwrap().to_string());
+            assert_eq!(
+                info["noise_public"], info["noise_keys"][1]["public"],
+                "newest is published"
+            );
+            saw_both = Some(
+                info["noise_keys"][0]["expires_at"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            );
         }
         if saw_both.is_some() && !versions.contains(&1) {
             first_gone_at = Some(now());
@@ -177,11 +223,24 @@ fn short_rotation_lists_both_keys_until_the_first_expires() {
     }
     let expires = saw_both.expect("a second key version appeared while the first was listed");
     let gone = first_gone_at.expect("the first key left the list");
-    let expires = time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
-        .unwrap()
-        .unix_timestamp() as u64;
-    assert!(gone >= expires, "key 1 dropped at {gone}, before its expiry {expires}");
-    let metrics = runtime().block_on(async { client().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap() });
+    let expires =
+        time::OffsetDateTime::parse(&expires, &time::format_description::well_known::Rfc3339)
+            .unwrap()
+            .unix_timestamp() as u64;
+    assert!(
+        gone >= expires,
+        "key 1 dropped at {gone}, before its expiry {expires}"
+    );
+    let metrics = runtime().block_on(async {
+        client()
+            .get(d.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
     let rotations: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("commucat_key_rotations_total "))
@@ -211,25 +270,42 @@ fn assist_get_has_the_contract_shape() {
     let (_, _, info) = get_json(&d, "/api/server-info");
     assert_eq!(noise["server_static_public_hex"], info["noise_public"]);
     assert_eq!(noise["key_version"], 1);
-    let seed: [u8; 32] = hex::decode(noise["device_seed_hex"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let seed: [u8; 32] = hex::decode(noise["device_seed_hex"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(seed));
     assert_eq!(noise["static_public_hex"], hex::encode(public.as_bytes()));
 
-    assert_eq!(a["pq"]["kem_public_hex"], info["post_quantum"]["kem_public_hex"]);
-    assert_eq!(a["pq"]["signature_public_hex"], info["post_quantum"]["signature_public_hex"]);
+    assert_eq!(
+        a["pq"]["kem_public_hex"],
+        info["post_quantum"]["kem_public_hex"]
+    );
+    assert_eq!(
+        a["pq"]["signature_public_hex"],
+        info["post_quantum"]["signature_public_hex"]
+    );
 
     let ice = &a["ice"];
     let ufrag = ice["username_fragment"].as_str().unwrap();
     assert_eq!(ufrag.len(), 16);
-    let raw = base64::engine::general_purpose::STANDARD_NO_PAD.decode(ufrag).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(ufrag)
+        .unwrap();
     let expiry = u32::from_be_bytes(raw[..4].try_into().unwrap()) as u64;
-    assert!(expiry >= before + 600 && expiry <= now() + 600, "ufrag expiry {expiry}");
+    assert!(
+        expiry >= before + 600 && expiry <= now() + 600,
+        "ufrag expiry {expiry}"
+    );
     assert_eq!(ice["ttl_secs"], 600);
     assert_eq!(ice["password"].as_str().unwrap().len(), 32);
     assert_eq!(
-        time::OffsetDateTime::parse(ice["expires_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-            .unwrap()
-            .unix_timestamp() as u64,
+        time::OffsetDateTime::parse(
+            ice["expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .unwrap()
+        .unix_timestamp() as u64,
         expiry
     );
 
@@ -274,7 +350,10 @@ fn assist_get_has_the_contract_shape() {
     assert_eq!(cand["typ"], "host");
     assert_eq!(
         cand["candidate"],
-        format!("candidate:{} 1 udp 2130706431 203.0.113.42 3478 typ host generation 0", cand["foundation"].as_str().unwrap())
+        format!(
+            "candidate:{} 1 udp 2130706431 203.0.113.42 3478 typ host generation 0",
+            cand["foundation"].as_str().unwrap()
+        )
     );
 
     let transports = a["transports"].as_array().unwrap();
@@ -294,7 +373,14 @@ fn assist_get_has_the_contract_shape() {
     );
     assert_eq!(a["obfuscation"]["reality_fingerprint_hex"], "abcdef01");
     let sec = &a["security"];
-    for k in ["noise_handshakes", "pq_handshakes", "zkp_proofs", "noise_rotations", "uptime_seconds", "censorship_deflections"] {
+    for k in [
+        "noise_handshakes",
+        "pq_handshakes",
+        "zkp_proofs",
+        "noise_rotations",
+        "uptime_seconds",
+        "censorship_deflections",
+    ] {
         assert!(sec[k].is_u64(), "{k}");
     }
     assert_eq!(sec["zkp_proofs"], 0);
@@ -346,7 +432,10 @@ fn assist_post_uses_given_paths_and_fec() {
     assert_eq!(a["multipath"]["primary_path"], "commucat-ws");
     let (status, _, a) = post_json(&d, json!({"paths": []}));
     assert_eq!(status, 200);
-    assert_eq!(a["multipath"]["sample_segments"], json!({"commucat-ws": {"total": 5, "repair": 2}}));
+    assert_eq!(
+        a["multipath"]["sample_segments"],
+        json!({"commucat-ws": {"total": 5, "repair": 2}})
+    );
 }
 
 #[test]
@@ -354,17 +443,38 @@ fn every_validation_error_is_problem_json_naming_the_field() {
     let d = Daemon::start("");
     let cases: Vec<(Value, &str)> = vec![
         (json!({"peer_hint": "x".repeat(129)}), "peer_hint"),
-        (json!({"paths": (0..9).map(|i| json!({"address": format!("h{i}.example"), "port": 1})).collect::<Vec<_>>()}), "paths"),
-        (json!({"paths": [{"address": "bad host", "port": 1}]}), "paths[0].address"),
-        (json!({"paths": [{"address": "ok.example", "port": 0}]}), "paths[0].port"),
-        (json!({"paths": [{"address": "ok.example", "port": 65536}]}), "paths[0].port"),
+        (
+            json!({"paths": (0..9).map(|i| json!({"address": format!("h{i}.example"), "port": 1})).collect::<Vec<_>>()}),
+            "paths",
+        ),
+        (
+            json!({"paths": [{"address": "bad host", "port": 1}]}),
+            "paths[0].address",
+        ),
+        (
+            json!({"paths": [{"address": "ok.example", "port": 0}]}),
+            "paths[0].port",
+        ),
+        (
+            json!({"paths": [{"address": "ok.example", "port": 65536}]}),
+            "paths[0].port",
+        ),
         (json!({"paths": [{"address": "ok.example"}]}), "paths[0]"),
-        (json!({"paths": [{"address": "a.example", "port": 1, "id": "x"}, {"address": "b.example", "port": 1, "id": "x"}]}), "paths[1].id"),
+        (
+            json!({"paths": [{"address": "a.example", "port": 1, "id": "x"}, {"address": "b.example", "port": 1, "id": "x"}]}),
+            "paths[1].id",
+        ),
         (json!({"fec": {"mtu": 255}}), "fec.mtu"),
         (json!({"fec": {"mtu": 9001}}), "fec.mtu"),
         (json!({"fec": {"mtu": "big"}}), "fec.mtu"),
-        (json!({"fec": {"repair_overhead": -0.1}}), "fec.repair_overhead"),
-        (json!({"fec": {"repair_overhead": 1.5}}), "fec.repair_overhead"),
+        (
+            json!({"fec": {"repair_overhead": -0.1}}),
+            "fec.repair_overhead",
+        ),
+        (
+            json!({"fec": {"repair_overhead": 1.5}}),
+            "fec.repair_overhead",
+        ),
         (json!({"min_paths": 0}), "min_paths"),
         (json!({"min_paths": 9}), "min_paths"),
         (json!({"prefer_reality": "yes"}), "prefer_reality"),
@@ -376,19 +486,41 @@ fn every_validation_error_is_problem_json_naming_the_field() {
         assert_eq!(status, 400, "{body} → {problem}");
         assert_eq!(headers["content-type"], "application/problem+json");
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.starts_with(field), "{body}: detail {detail:?} should name {field}");
+        assert!(
+            detail.starts_with(field),
+            "{body}: detail {detail:?} should name {field}"
+        );
         assert_eq!(problem["status"], 400);
-        assert_eq!(problem["trace_id"].as_str().unwrap(), headers["x-request-id"].to_str().unwrap());
+        assert_eq!(
+            problem["trace_id"].as_str().unwrap(),
+            headers["x-request-id"].to_str().unwrap()
+        );
         assert!(problem["title"].is_string() && problem["type"].is_string());
     }
 
     // Syntax errors name the field where the JSON broke, or the body.
-    let (status, _, problem) = post(&d, "/api/p2p/assist", Some("application/json"), b"{\"fec\": ".to_vec());
+    let (status, _, problem) = post(
+        &d,
+        "/api/p2p/assist",
+        Some("application/json"),
+        b"{\"fec\": ".to_vec(),
+    );
     assert_eq!(status, 400);
-    assert!(problem["detail"].as_str().unwrap().starts_with("fec"), "{problem}");
-    let (status, _, problem) = post(&d, "/api/p2p/assist", Some("application/json"), b"{".to_vec());
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("fec"),
+        "{problem}"
+    );
+    let (status, _, problem) = post(
+        &d,
+        "/api/p2p/assist",
+        Some("application/json"),
+        b"{".to_vec(),
+    );
     assert_eq!(status, 400);
-    assert!(problem["detail"].as_str().unwrap().starts_with("body"), "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().starts_with("body"),
+        "{problem}"
+    );
 
     // 415, and 413 before 415.
     let (status, _, problem) = post(&d, "/api/p2p/assist", Some("text/plain"), b"{}".to_vec());
@@ -400,14 +532,22 @@ fn every_validation_error_is_problem_json_naming_the_field() {
     assert_eq!(status, 413, "{problem}");
     assert_eq!(headers["content-type"], "application/problem+json");
     let exactly = format!("{{}}{}", " ".repeat(16 * 1024 - 2)).into_bytes();
-    let (status, _, _) = post(&d, "/api/p2p/assist", Some("application/json; charset=utf-8"), exactly);
+    let (status, _, _) = post(
+        &d,
+        "/api/p2p/assist",
+        Some("application/json; charset=utf-8"),
+        exactly,
+    );
     assert_eq!(status, 200);
 
     // 404 and 405 are problem+json too.
     let (status, headers, problem) = get_json(&d, "/api/nothing");
     assert_eq!(status, 404);
     assert_eq!(headers["content-type"], "application/problem+json");
-    assert_eq!(problem["trace_id"].as_str().unwrap(), headers["x-request-id"].to_str().unwrap());
+    assert_eq!(
+        problem["trace_id"].as_str().unwrap(),
+        headers["x-request-id"].to_str().unwrap()
+    );
     let (status, headers, problem) = post(&d, "/api/server-info", None, Vec::new());
     assert_eq!(status, 405);
     assert_eq!(headers["content-type"], "application/problem+json");
@@ -427,13 +567,18 @@ fn scrape(d: &Daemon, token: Option<&str>) -> (u16, String) {
 
 fn metric(text: &str, prefix: &str) -> u64 {
     text.lines()
-        .find_map(|l| l.strip_prefix(prefix).map(|v| v.trim().parse::<f64>().unwrap() as u64))
+        .find_map(|l| {
+            l.strip_prefix(prefix)
+                .map(|v| v.trim().parse::<f64>().unwrap() as u64)
+        })
         .unwrap_or(0)
 }
 
 #[test]
 fn metrics_count_real_requests_and_enforce_the_token() {
-    let d = Daemon::start("[admin]\ntoken = \"s3cret-token\"\n\n[[ice.turn]]\nurls = \"turn:t.example\"\nsecret = \"x\"\n");
+    let d = Daemon::start(
+        "[admin]\ntoken = \"s3cret-token\"\n\n[[ice.turn]]\nurls = \"turn:t.example\"\nsecret = \"x\"\n",
+    );
     let (status, body) = scrape(&d, None);
     assert_eq!(status, 401, "{body}");
     assert_eq!(scrape(&d, Some("wrong")).0, 401);
@@ -445,14 +590,36 @@ fn metrics_count_real_requests_and_enforce_the_token() {
     }
     post_json(&d, json!({"min_paths": 0}));
     let (_, after) = scrape(&d, Some("s3cret-token"));
-    let si = "commucat_http_requests_total{route=\"/api/server-info\",method=\"GET\",status=\"200\"} ";
+    let si =
+        "commucat_http_requests_total{route=\"/api/server-info\",method=\"GET\",status=\"200\"} ";
     assert_eq!(metric(&after, si) - metric(&before, si), 3, "{after}");
-    let bad = "commucat_http_requests_total{route=\"/api/p2p/assist\",method=\"POST\",status=\"400\"} ";
+    let bad =
+        "commucat_http_requests_total{route=\"/api/p2p/assist\",method=\"POST\",status=\"400\"} ";
     assert_eq!(metric(&after, bad), 1);
-    assert_eq!(metric(&after, "commucat_assist_requests_total{method=\"GET\"} "), 3);
-    assert_eq!(metric(&after, "commucat_turn_credentials_issued_total{kind=\"rest\"} "), 3);
-    assert_eq!(metric(&after, "commucat_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"401\"} "), 2);
-    assert!(metric(&after, "commucat_http_request_duration_seconds_count{route=\"/api/server-info\"} ") >= 3);
+    assert_eq!(
+        metric(&after, "commucat_assist_requests_total{method=\"GET\"} "),
+        3
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "commucat_turn_credentials_issued_total{kind=\"rest\"} "
+        ),
+        3
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "commucat_http_requests_total{route=\"/metrics\",method=\"GET\",status=\"401\"} "
+        ),
+        2
+    );
+    assert!(
+        metric(
+            &after,
+            "commucat_http_request_duration_seconds_count{route=\"/api/server-info\"} "
+        ) >= 3
+    );
     assert!(after.contains("commucat_build_info{version=\""));
     assert!(after.contains("commucat_uptime_seconds "));
     assert!(!after.contains("s3cret-token"));
@@ -465,10 +632,28 @@ fn health_ready_and_openapi() {
         let c = client();
         assert_eq!(c.get(d.url("/healthz")).send().await.unwrap().status(), 200);
         assert_eq!(c.get(d.url("/readyz")).send().await.unwrap().status(), 200);
-        let doc: Value = c.get(d.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
+        let doc: Value = c
+            .get(d.url("/api/openapi.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-        for path in ["/api/server-info", "/api/p2p/assist", "/api/connect", "/metrics", "/healthz", "/readyz", "/api/openapi.json"] {
-            assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
+        for path in [
+            "/api/server-info",
+            "/api/p2p/assist",
+            "/api/connect",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+            "/api/openapi.json",
+        ] {
+            assert!(
+                doc["paths"].get(path).is_some(),
+                "{path} missing from OpenAPI"
+            );
         }
         assert!(doc["paths"]["/api/p2p/assist"].get("post").is_some());
         assert!(doc["components"]["schemas"].get("AssistRequest").is_some());

@@ -8,7 +8,10 @@ use std::time::Duration;
 use common::{BIN, CLI, Daemon, run_to_exit, temp_dir};
 
 fn one_line(stderr: &str) -> &str {
-    stderr.lines().find(|l| l.starts_with("commucat:")).unwrap_or("")
+    stderr
+        .lines()
+        .find(|l| l.starts_with("commucat:"))
+        .unwrap_or("")
 }
 
 #[test]
@@ -18,11 +21,23 @@ fn bad_config_stops_with_exit_2_naming_the_key() {
         ("[server]\ndomain = \"\"\n", "server.domain"),
         ("[ice]\nrate_limit_burst = -1\n", "ice.rate_limit_burst"),
         ("[server]\nbindd = \"127.0.0.1:1\"\n", "bindd"),
-        ("[crypto]\nrotation_interval = 0\n", "crypto.rotation_interval"),
-        ("[crypto]\npq = false\nrequire_pq = true\n", "crypto.require_pq"),
+        (
+            "[crypto]\nrotation_interval = 0\n",
+            "crypto.rotation_interval",
+        ),
+        (
+            "[crypto]\npq = false\nrequire_pq = true\n",
+            "crypto.require_pq",
+        ),
         ("[ice]\nturn_ttl = 5\n", "ice.turn_ttl"),
-        ("[ice]\ncredential_secret = \"zz\"\n", "ice.credential_secret"),
-        ("[[ice.turn]]\nurls = [\"http://x\"]\nsecret = \"s\"\n", "ice.turn[0].urls"),
+        (
+            "[ice]\ncredential_secret = \"zz\"\n",
+            "ice.credential_secret",
+        ),
+        (
+            "[[ice.turn]]\nurls = [\"http://x\"]\nsecret = \"s\"\n",
+            "ice.turn[0].urls",
+        ),
         ("[log]\nformat = \"xml\"\n", "log.format"),
         ("[server\n", "line 1"),
     ];
@@ -36,11 +51,18 @@ fn bad_config_stops_with_exit_2_naming_the_key() {
         assert_eq!(failed.status.code(), Some(2), "{config}: {}", failed.stderr);
         let line = one_line(&failed.stderr);
         assert!(line.contains(key), "{config}: {line:?} should name {key}");
-        assert_eq!(failed.stderr.trim().lines().count(), 1, "one line: {}", failed.stderr);
+        assert_eq!(
+            failed.stderr.trim().lines().count(),
+            1,
+            "one line: {}",
+            failed.stderr
+        );
 
         // check-config says the same without starting.
         let mut cmd = Command::new(BIN);
-        cmd.arg("check-config").arg("--config").arg(dir.join("commucat.toml"));
+        cmd.arg("check-config")
+            .arg("--config")
+            .arg(dir.join("commucat.toml"));
         let (status, _, stderr) = run_to_exit(cmd, Duration::from_secs(20));
         assert_eq!(status.code(), Some(2));
         assert!(stderr.contains(key), "{stderr}");
@@ -50,7 +72,9 @@ fn bad_config_stops_with_exit_2_naming_the_key() {
 #[test]
 fn bad_bind_address_names_the_key() {
     let dir = temp_dir("badbind");
-    let failed = Daemon::try_start_in(&dir, "", &[("COMMUCAT_SERVER_BIND", "not-an-address")]).err().unwrap();
+    let failed = Daemon::try_start_in(&dir, "", &[("COMMUCAT_SERVER_BIND", "not-an-address")])
+        .err()
+        .unwrap();
     assert_eq!(failed.status.code(), Some(2));
     assert!(failed.stderr.contains("server.bind"), "{}", failed.stderr);
 }
@@ -58,9 +82,15 @@ fn bad_bind_address_names_the_key() {
 #[test]
 fn env_override_errors_name_the_variable() {
     let dir = temp_dir("badenv");
-    let failed = Daemon::try_start_in(&dir, "", &[("COMMUCAT_CRYPTO_PQ", "perhaps")]).err().unwrap();
+    let failed = Daemon::try_start_in(&dir, "", &[("COMMUCAT_CRYPTO_PQ", "perhaps")])
+        .err()
+        .unwrap();
     assert_eq!(failed.status.code(), Some(2));
-    assert!(failed.stderr.contains("COMMUCAT_CRYPTO_PQ"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("COMMUCAT_CRYPTO_PQ"),
+        "{}",
+        failed.stderr
+    );
 }
 
 #[test]
@@ -87,17 +117,32 @@ fn corrupt_keystore_stops_the_daemon_and_is_kept() {
     assert!(d.stop().success());
     let path = dir.join("state").join("noise_keys.json");
     std::fs::write(&path, b"{\"format\":1,\"keys\":[{\"version\":1,").unwrap();
-    let failed = Daemon::try_start_in(&dir, "", &[]).err().expect("must not start");
+    let failed = Daemon::try_start_in(&dir, "", &[])
+        .err()
+        .expect("must not start");
     assert_eq!(failed.status.code(), Some(1));
-    assert!(failed.stderr.contains("noise_keys.json") && failed.stderr.contains("corrupt"), "{}", failed.stderr);
-    assert_eq!(std::fs::read(&path).unwrap(), b"{\"format\":1,\"keys\":[{\"version\":1,");
+    assert!(
+        failed.stderr.contains("noise_keys.json") && failed.stderr.contains("corrupt"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"{\"format\":1,\"keys\":[{\"version\":1,"
+    );
 
     let seed = dir.join("state").join("kem.seed");
     std::fs::write(&path, b"").unwrap();
     std::fs::remove_file(&path).unwrap();
     std::fs::write(&seed, [1u8; 10]).unwrap();
-    let failed = Daemon::try_start_in(&dir, "", &[]).err().expect("must not start");
-    assert!(failed.stderr.contains("kem.seed") && failed.stderr.contains("corrupt"), "{}", failed.stderr);
+    let failed = Daemon::try_start_in(&dir, "", &[])
+        .err()
+        .expect("must not start");
+    assert!(
+        failed.stderr.contains("kem.seed") && failed.stderr.contains("corrupt"),
+        "{}",
+        failed.stderr
+    );
     assert_eq!(std::fs::read(&seed).unwrap(), [1u8; 10]);
 }
 
@@ -109,8 +154,14 @@ fn world_readable_keystore_stops_the_daemon() {
     assert!(d.stop().success());
     let path = dir.join("state").join("identity.seed");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let failed = Daemon::try_start_in(&dir, "", &[]).err().expect("must not start");
-    assert!(failed.stderr.contains("identity.seed") && failed.stderr.contains("chmod 600"), "{}", failed.stderr);
+    let failed = Daemon::try_start_in(&dir, "", &[])
+        .err()
+        .expect("must not start");
+    assert!(
+        failed.stderr.contains("identity.seed") && failed.stderr.contains("chmod 600"),
+        "{}",
+        failed.stderr
+    );
 }
 
 #[test]
@@ -121,7 +172,11 @@ fn port_in_use_is_a_clear_error() {
     let failed = Daemon::try_start_in(&dir, "", &[("COMMUCAT_SERVER_BIND", &addr)])
         .err()
         .expect("must not start");
-    assert!(failed.stderr.contains(&addr) && failed.stderr.contains("HTTP"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains(&addr) && failed.stderr.contains("HTTP"),
+        "{}",
+        failed.stderr
+    );
 }
 
 #[test]
@@ -143,10 +198,20 @@ fn generated_pq_keys_are_accepted_by_the_daemon() {
         .to_string();
     let d = Daemon::start(&stdout);
     let info: serde_json::Value = common::runtime().block_on(async {
-        common::client().get(d.url("/api/server-info")).send().await.unwrap().json().await.unwrap()
+        common::client()
+            .get(d.url("/api/server-info"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     });
     assert_eq!(info["post_quantum"]["kem_public_hex"], public.as_str());
-    assert!(!d.dir.join("state").join("kem.seed").exists(), "configured KEM is not written to disk");
+    assert!(
+        !d.dir.join("state").join("kem.seed").exists(),
+        "configured KEM is not written to disk"
+    );
 }
 
 #[test]
@@ -161,7 +226,16 @@ fn cli_server_info_verifies_and_reports_connection_errors() {
     assert_eq!(doc["supported_patterns"][0], "XK");
 
     let mut cmd = Command::new(CLI);
-    cmd.args(["assist", &d.base(), "--mtu", "1300", "--overhead", "0.5", "--min-paths", "2"]);
+    cmd.args([
+        "assist",
+        &d.base(),
+        "--mtu",
+        "1300",
+        "--overhead",
+        "0.5",
+        "--min-paths",
+        "2",
+    ]);
     let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(20));
     assert!(status.success(), "{stderr}");
     let advice: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -171,9 +245,15 @@ fn cli_server_info_verifies_and_reports_connection_errors() {
     cmd.args(["assist", &d.base(), "--mtu", "10"]);
     let (status, _, stderr) = run_to_exit(cmd, Duration::from_secs(20));
     assert!(!status.success());
-    assert!(stderr.contains("400") && stderr.contains("fec.mtu"), "{stderr}");
+    assert!(
+        stderr.contains("400") && stderr.contains("fec.mtu"),
+        "{stderr}"
+    );
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut cmd = Command::new(CLI);
     cmd.args(["server-info", &format!("http://{closed}")]);
     let (status, _, stderr) = run_to_exit(cmd, Duration::from_secs(20));

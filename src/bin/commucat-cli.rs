@@ -9,7 +9,11 @@ use commucat::client::http::{fetch_assist, fetch_server_info, http_client};
 use commucat::keys::KemKeys;
 
 #[derive(Parser)]
-#[command(name = "commucat-cli", version, about = "Client tool for CommuCat daemons")]
+#[command(
+    name = "commucat-cli",
+    version,
+    about = "Client tool for CommuCat daemons"
+)]
 struct Cli {
     /// Timeout for each network operation, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
@@ -45,7 +49,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("commucat-cli: cannot start the runtime: {e}");
@@ -94,7 +101,7 @@ async fn run(cli: Cli) -> Result<()> {
             if let Some(p) = peer_hint {
                 body.insert("peer_hint".into(), p.into());
             }
-            let request = (!body.is_empty()).then(|| serde_json::Value::Object(body));
+            let request = (!body.is_empty()).then_some(serde_json::Value::Object(body));
             let client = http_client(timeout)?;
             let advice = fetch_assist(&client, &url, request.as_ref()).await?;
             println!("{}", serde_json::to_string_pretty(&advice)?);
@@ -108,7 +115,9 @@ fn generate_pq_keys() -> Result<()> {
     rand::fill(&mut seed[..]);
     let kem = KemKeys::from_seed(&seed);
     let secret_hex = zeroize::Zeroizing::new(hex::encode(*seed));
-    println!("# ML-KEM-768 key pair for commucat.toml; keep pq_kem_secret private (chmod 600 the file).");
+    println!(
+        "# ML-KEM-768 key pair for commucat.toml; keep pq_kem_secret private (chmod 600 the file)."
+    );
     println!("[crypto]");
     println!("pq_kem_public = \"{}\"", kem.public_hex);
     println!("pq_kem_secret = \"{}\"", secret_hex.as_str());
@@ -124,7 +133,11 @@ async fn server_info(url: &str, timeout: Duration) -> Result<()> {
     eprintln!(
         "key bundle signature: verified (ML-DSA-65, {} Noise key(s), PQ {})",
         info.noise_keys.len(),
-        if info.post_quantum.enabled { "on" } else { "off" }
+        if info.post_quantum.enabled {
+            "on"
+        } else {
+            "off"
+        }
     );
     Ok(())
 }

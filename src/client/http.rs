@@ -6,7 +6,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::http::server_info::ServerInfo;
-use crate::keys::bundle::{BundleNoiseKey, VerifyError, decode_verifying_key, key_bundle_text, verify_hex};
+use crate::keys::bundle::{
+    BundleNoiseKey, VerifyError, decode_verifying_key, key_bundle_text, verify_hex,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -15,7 +17,11 @@ pub enum ClientError {
     #[error("cannot reach {url}: {reason}")]
     Connect { url: String, reason: String },
     #[error("{url} answered HTTP {status}: {detail}")]
-    Status { url: String, status: u16, detail: String },
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
     #[error("{url} gave an answer that is not what a CommuCat server sends: {reason}")]
     BadAnswer { url: String, reason: String },
     #[error("key bundle signature of {url} does not verify: {source}")]
@@ -63,7 +69,10 @@ fn describe(e: &reqwest::Error) -> String {
     text
 }
 
-async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T, ClientError> {
+async fn decode<T: DeserializeOwned>(
+    url: &str,
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
     let status = response.status();
     let body = response.bytes().await.map_err(|e| ClientError::Connect {
         url: url.into(),
@@ -87,12 +96,19 @@ async fn decode<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> 
 }
 
 /// Fetches `/api/server-info` and verifies its key bundle signature.
-pub async fn fetch_server_info(client: &reqwest::Client, base: &str) -> Result<ServerInfo, ClientError> {
+pub async fn fetch_server_info(
+    client: &reqwest::Client,
+    base: &str,
+) -> Result<ServerInfo, ClientError> {
     let url = join(base, "/api/server-info")?;
-    let response = client.get(&url).send().await.map_err(|e| ClientError::Connect {
-        url: url.clone(),
-        reason: describe(&e),
-    })?;
+    let response = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| ClientError::Connect {
+            url: url.clone(),
+            reason: describe(&e),
+        })?;
     let info: ServerInfo = decode(&url, response).await?;
     verify_server_info(&info).map_err(|source| ClientError::Signature { url, source })?;
     Ok(info)

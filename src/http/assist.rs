@@ -310,17 +310,17 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn validate(request: AssistRequest) -> Result<AssistParams, Problem> {
-    if let Some(hint) = &request.peer_hint {
-        if hint.chars().count() > MAX_PEER_HINT_CHARS {
-            return Err(Problem::bad_request(format!(
-                "peer_hint: longer than {MAX_PEER_HINT_CHARS} characters"
-            )));
-        }
+    if let Some(hint) = &request.peer_hint
+        && hint.chars().count() > MAX_PEER_HINT_CHARS
+    {
+        return Err(Problem::bad_request(format!(
+            "peer_hint: longer than {MAX_PEER_HINT_CHARS} characters"
+        )));
     }
-    if let Some(min) = request.min_paths {
-        if !(1..=MAX_PATHS as i64).contains(&min) {
-            return Err(Problem::bad_request("min_paths: must be between 1 and 8"));
-        }
+    if let Some(min) = request.min_paths
+        && !(1..=MAX_PATHS as i64).contains(&min)
+    {
+        return Err(Problem::bad_request("min_paths: must be between 1 and 8"));
     }
     let (mtu, overhead) = validate_fec(request.fec.as_ref())?;
     let paths = match request.paths {
@@ -589,6 +589,7 @@ fn obfuscation(state: &AppState) -> ObfuscationAdvice {
     ObfuscationAdvice {
         reality_fingerprint_hex: transports
             .iter()
+            .filter(|t| t.transport == TransportKind::Reality)
             .find_map(|t| t.reality_fingerprint.as_ref())
             .map(|fp| fp.to_ascii_lowercase()),
         domain_fronting: transports.iter().any(|t| t.domain_fronting),

@@ -21,27 +21,24 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
         (status = 401, description = "Missing or wrong bearer token", content_type = "application/problem+json"),
     )
 )]
-pub async fn get_metrics(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, Problem> {
-    if let Some(token) = &state.config.admin.token {
-        if !bearer_matches(&headers, token) {
-            let mut response =
-                Problem::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
-                    .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"commucat-metrics\""),
-            );
-            return Ok(response);
-        }
+pub async fn get_metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &state.config.admin.token
+        && !bearer_matches(&headers, token)
+    {
+        let mut response =
+            Problem::new(StatusCode::UNAUTHORIZED, "a valid bearer token is required")
+                .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"commucat-metrics\""),
+        );
+        return response;
     }
     let mut response = state.metrics.encode().into_response();
     response
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
-    Ok(response)
+    response
 }
 
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {

@@ -140,7 +140,7 @@ impl TurnServer {
             (Some(secret), _, _) => TurnAuth::Rest(Zeroizing::new(secret.as_bytes().to_vec())),
             (None, Some(u), Some(p)) => TurnAuth::Static {
                 username: u.clone(),
-                password: Zeroizing::new(p.clone()),
+                password: Zeroizing::new(p.to_string()),
             },
             _ => return Err("no credentials configured".into()),
         };
@@ -224,7 +224,7 @@ mod tests {
     fn rest_credentials_use_expiry_and_ufrag() {
         let cfg = TurnServerConfig {
             urls: vec!["turn:t.example".into()],
-            secret: Some("s3cret".into()),
+            secret: Some(crate::config::Secret::new("s3cret")),
             ..Default::default()
         };
         let t = TurnServer::from_config(&cfg).unwrap();

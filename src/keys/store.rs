@@ -28,7 +28,7 @@ pub enum KeyStoreError {
     )]
     Corrupt { path: PathBuf, reason: String },
     #[error(
-        "keystore {path} is readable by group or others (mode {mode:o}); run: chmod 600 {path}"
+        "keystore {path} is accessible to group or others (mode {mode:o}); run: chmod 600 {path}"
     )]
     Permissions { path: PathBuf, mode: u32 },
 }
@@ -85,6 +85,10 @@ impl KeyStore {
                 path: dir.to_path_buf(),
                 source: io::Error::other("not a directory"),
             });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "state directory is accessible to group or others; chmod 700 it");
         }
         Ok(Self {
             dir: dir.to_path_buf(),

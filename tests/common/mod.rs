@@ -118,7 +118,10 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon did not become ready: {}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "daemon did not become ready: {}",
+                    log.lock().unwrap().join("\n")
+                );
             }
         }
     }
@@ -173,7 +176,9 @@ impl Drop for Daemon {
 
 /// Runs the daemon (or the CLI) to completion with a bounded wait.
 pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn");
     let deadline = Instant::now() + limit;
     loop {
@@ -199,5 +204,8 @@ pub fn client() -> reqwest::Client {
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
