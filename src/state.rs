@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::config::Config;
 use crate::fec::FecPlanCache;
+use crate::http::assist::StaticAdvice;
 use crate::http::server_info;
 use crate::ice::turn::TurnServer;
 use crate::keys::rotation;
@@ -54,6 +55,7 @@ pub struct AppState {
     pub turn: Vec<TurnServer>,
     pub metrics: Metrics,
     pub fec_plans: FecPlanCache,
+    pub static_advice: StaticAdvice,
     store: KeyStore,
     keys: ArcSwap<KeySnapshot>,
     /// Serializes rotations: the rotation task and tests must not interleave writes.
@@ -76,7 +78,12 @@ impl AppState {
             metrics,
             store,
         } = parts;
+        let static_advice = StaticAdvice::new(
+            static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
+            &static_keys.identity.public_hex,
+        );
         let state = Arc::new(Self {
+            static_advice,
             config,
             endpoints,
             static_keys,

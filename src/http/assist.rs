@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -91,8 +92,33 @@ pub struct PqAdvice {
     pub identity_public_hex: &'static str,
     /// Filled in by the client in full PQXDH; the server has none to offer.
     pub signed_prekey_public_hex: &'static str,
-    pub kem_public_hex: String,
-    pub signature_public_hex: String,
+    /// The server's ML-KEM-768 encapsulation key (hex).
+    #[schema(value_type = String)]
+    pub kem_public_hex: Arc<RawValue>,
+    /// The server's ML-DSA-65 identity key (hex).
+    #[schema(value_type = String)]
+    pub signature_public_hex: Arc<RawValue>,
+}
+
+/// The parts of every assist response that never change while the process runs,
+/// encoded to JSON once: the public keys are kilobytes of hex.
+pub struct StaticAdvice {
+    kem_public_hex: Option<Arc<RawValue>>,
+    signature_public_hex: Arc<RawValue>,
+}
+
+impl StaticAdvice {
+    pub fn new(kem_public_hex: Option<&str>, signature_public_hex: &str) -> Self {
+        let encode = |s: &str| -> Arc<RawValue> {
+            serde_json::value::to_raw_value(s)
+                .map(Arc::from)
+                .unwrap_or_else(|_| Arc::from(RawValue::NULL.to_owned()))
+        };
+        Self {
+            kem_public_hex: kem_public_hex.map(encode),
+            signature_public_hex: encode(signature_public_hex),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -400,11 +426,11 @@ fn build_response(state: &AppState, params: AssistParams) -> Result<AssistRespon
     let paths = params.paths.unwrap_or_else(|| configured_paths(state));
     Ok(AssistResponse {
         noise: noise_advice(state, now)?,
-        pq: state.kem().map(|kem| PqAdvice {
+        pq: state.static_advice.kem_public_hex.as_ref().map(|kem| PqAdvice {
             identity_public_hex: "",
             signed_prekey_public_hex: "",
-            kem_public_hex: kem.public_hex.clone(),
-            signature_public_hex: state.static_keys.identity.public_hex.clone(),
+            kem_public_hex: kem.clone(),
+            signature_public_hex: state.static_advice.signature_public_hex.clone(),
         }),
         ice: ice_advice(state, now),
         transports: transports(state, params.prefer_reality),
