@@ -22,9 +22,7 @@ use std::sync::LazyLock;
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use ml_kem::array::Array;
-use ml_kem::{
-    Decapsulate, DecapsulationKey, Encapsulate, EncapsulationKey, KeyExport, MlKem768,
-};
+use ml_kem::{Decapsulate, DecapsulationKey, Encapsulate, EncapsulationKey, KeyExport, MlKem768};
 use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
@@ -50,12 +48,10 @@ const NOISE_TAG_LEN: usize = 16;
 /// Largest Noise message (Noise spec; `snow` refuses longer ones).
 const MAX_NOISE_MESSAGE_LEN: usize = 65_535;
 
-static XK_PARAMS: LazyLock<NoiseParams> = LazyLock::new(|| {
-    parse_params("Noise_XK_25519_ChaChaPoly_BLAKE2s")
-});
-static IK_PARAMS: LazyLock<NoiseParams> = LazyLock::new(|| {
-    parse_params("Noise_IK_25519_ChaChaPoly_BLAKE2s")
-});
+static XK_PARAMS: LazyLock<NoiseParams> =
+    LazyLock::new(|| parse_params("Noise_XK_25519_ChaChaPoly_BLAKE2s"));
+static IK_PARAMS: LazyLock<NoiseParams> =
+    LazyLock::new(|| parse_params("Noise_IK_25519_ChaChaPoly_BLAKE2s"));
 
 fn parse_params(name: &str) -> NoiseParams {
     match name.parse() {
@@ -154,10 +150,8 @@ impl Header {
         let Some(bytes) = message1.get(..HEADER_LEN) else {
             return Err(Malformed::ShortHeader(message1.len()).into());
         };
-        let version =
-            Version::from_wire(bytes[0]).ok_or(Malformed::UnknownVersion(bytes[0]))?;
-        let pattern =
-            Pattern::from_wire(bytes[1]).ok_or(Malformed::UnknownPattern(bytes[1]))?;
+        let version = Version::from_wire(bytes[0]).ok_or(Malformed::UnknownVersion(bytes[0]))?;
+        let pattern = Pattern::from_wire(bytes[1]).ok_or(Malformed::UnknownPattern(bytes[1]))?;
         let key_version = u32::from_be_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]);
         let flags = bytes[6];
         if flags & !FLAG_PQ != 0 {
@@ -479,24 +473,26 @@ impl ServerHandshake {
         R: CryptoRng + ?Sized,
     {
         let header = Header::parse(message1)?;
-        let static_key = keys
-            .noise_static(header.key_version, now_unix)
-            .map_err(|err| match err {
-                KeyLookupError::Unknown => HandshakeError::UnknownKeyVersion(header.key_version),
-                KeyLookupError::Expired => HandshakeError::ExpiredKeyVersion(header.key_version),
-            })?;
+        let static_key =
+            keys.noise_static(header.key_version, now_unix)
+                .map_err(|err| match err {
+                    KeyLookupError::Unknown => {
+                        HandshakeError::UnknownKeyVersion(header.key_version)
+                    }
+                    KeyLookupError::Expired => {
+                        HandshakeError::ExpiredKeyVersion(header.key_version)
+                    }
+                })?;
         let kem = Self::kem_for(policy, keys, &header)?;
 
         let resolver = HandshakeResolver::new(rng, Some(static_key.clone()));
         let prologue = header.prologue(&policy.prologue);
-        let mut noise = snow::Builder::with_resolver(
-            header.pattern.params().clone(),
-            Box::new(resolver),
-        )
-        .local_private_key(static_key.secret.as_slice())
-        .and_then(|b| b.prologue(&prologue))
-        .and_then(|b| b.build_responder())
-        .map_err(|_| HandshakeError::Internal("building the Noise responder"))?;
+        let mut noise =
+            snow::Builder::with_resolver(header.pattern.params().clone(), Box::new(resolver))
+                .local_private_key(static_key.secret.as_slice())
+                .and_then(|b| b.prologue(&prologue))
+                .and_then(|b| b.build_responder())
+                .map_err(|_| HandshakeError::Internal("building the Noise responder"))?;
 
         let payload = read_noise(&mut noise, &message1[HEADER_LEN..])?;
         expect_len(&payload, header.message1_payload_len())?;
@@ -621,7 +617,10 @@ impl fmt::Debug for ClientParams {
             .field("version", &self.version)
             .field("pq", &self.pq)
             .field("key_version", &self.key_version)
-            .field("server_static_public", &hex::encode(self.server_static_public))
+            .field(
+                "server_static_public",
+                &hex::encode(self.server_static_public),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -671,9 +670,7 @@ impl ClientHandshake {
         edit_payload: impl FnOnce(&mut Vec<u8>),
     ) -> Result<Self, HandshakeError> {
         if params.version == Version::V2 && !params.pq {
-            return Err(HandshakeError::InvalidClientParams(
-                "version 2 requires PQ",
-            ));
+            return Err(HandshakeError::InvalidClientParams("version 2 requires PQ"));
         }
         let header = Header {
             version: params.version,
@@ -686,12 +683,16 @@ impl ClientHandshake {
         let mut payload = Vec::with_capacity(header.message1_payload_len());
         let mut ss_s = None;
         if params.pq {
-            let server_ek = params
-                .server_kem_public
-                .as_deref()
-                .ok_or(HandshakeError::InvalidClientParams("PQ needs the server KEM key"))?;
-            let (ct_s, ss) = encapsulate(server_ek, rng)
-                .ok_or(HandshakeError::InvalidClientParams("server KEM key is invalid"))?;
+            let server_ek =
+                params
+                    .server_kem_public
+                    .as_deref()
+                    .ok_or(HandshakeError::InvalidClientParams(
+                        "PQ needs the server KEM key",
+                    ))?;
+            let (ct_s, ss) = encapsulate(server_ek, rng).ok_or(
+                HandshakeError::InvalidClientParams("server KEM key is invalid"),
+            )?;
             payload.extend_from_slice(&ct_s);
             ss_s = Some(ss);
         }
@@ -707,15 +708,13 @@ impl ClientHandshake {
         edit_payload(&mut payload);
 
         let prologue = header.prologue(&params.prologue);
-        let mut noise = snow::Builder::with_resolver(
-            header.pattern.params().clone(),
-            Box::new(resolver),
-        )
-        .local_private_key(params.client_static_secret.as_slice())
-        .and_then(|b| b.remote_public_key(&params.server_static_public))
-        .and_then(|b| b.prologue(&prologue))
-        .and_then(|b| b.build_initiator())
-        .map_err(|_| HandshakeError::Internal("building the Noise initiator"))?;
+        let mut noise =
+            snow::Builder::with_resolver(header.pattern.params().clone(), Box::new(resolver))
+                .local_private_key(params.client_static_secret.as_slice())
+                .and_then(|b| b.remote_public_key(&params.server_static_public))
+                .and_then(|b| b.prologue(&prologue))
+                .and_then(|b| b.build_initiator())
+                .map_err(|_| HandshakeError::Internal("building the Noise initiator"))?;
         let noise_message = write_noise(&mut noise, &payload)?;
 
         let mut message1 = Vec::with_capacity(HEADER_LEN + noise_message.len());
@@ -789,17 +788,20 @@ fn read_noise(noise: &mut snow::HandshakeState, message: &[u8]) -> Result<Vec<u8
         return Err(Malformed::NoiseFraming.into());
     }
     let mut payload = vec![0u8; message.len()];
-    let len = noise.read_message(message, &mut payload).map_err(noise_error)?;
+    let len = noise
+        .read_message(message, &mut payload)
+        .map_err(noise_error)?;
     payload.truncate(len);
     Ok(payload)
 }
 
-fn write_noise(noise: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, HandshakeError> {
-    // Worst case of both patterns: e, encrypted s, payload tag.
+fn write_noise(
+    noise: &mut snow::HandshakeState,
+    payload: &[u8],
+) -> Result<Vec<u8>, HandshakeError> {
+    // Worst case of both patterns: e, encrypted s, payload tag. Our payloads are at
+    // most 2272 bytes, far below Noise's 65535-byte message limit.
     let mut message = vec![0u8; DH_LEN + DH_LEN + NOISE_TAG_LEN + payload.len() + NOISE_TAG_LEN];
-    if message.len() > MAX_NOISE_MESSAGE_LEN + DH_LEN + NOISE_TAG_LEN {
-        return Err(HandshakeError::Internal("handshake payload too large"));
-    }
     let len = noise
         .write_message(payload, &mut message)
         .map_err(|_| HandshakeError::Internal("writing a Noise message"))?;
@@ -993,7 +995,11 @@ impl Dh for X25519 {
         };
         let mut peer_bytes = [0u8; DH_LEN];
         peer_bytes.copy_from_slice(peer);
-        let mut shared = Zeroizing::new(MontgomeryPoint(peer_bytes).mul_clamped(*self.secret).to_bytes());
+        let mut shared = Zeroizing::new(
+            MontgomeryPoint(peer_bytes)
+                .mul_clamped(*self.secret)
+                .to_bytes(),
+        );
         // A low-order peer key yields the all-zero output (RFC 7748 §6.1): refuse it
         // so that neither side's contribution can be cancelled.
         if bool::from(shared.ct_eq(&[0u8; DH_LEN])) {
@@ -1107,9 +1113,21 @@ mod tests {
         TestRng::new("server-kem").fill_bytes(&mut seed);
         TestKeys {
             statics: vec![
-                (1, NoiseStaticKey::from_secret(secret32("server-static-1")), NOW - 1),
-                (2, NoiseStaticKey::from_secret(secret32("server-static-2")), NOW + 3600),
-                (3, NoiseStaticKey::from_secret(secret32("server-static-3")), NOW + 7200),
+                (
+                    1,
+                    NoiseStaticKey::from_secret(secret32("server-static-1")),
+                    NOW - 1,
+                ),
+                (
+                    2,
+                    NoiseStaticKey::from_secret(secret32("server-static-2")),
+                    NOW + 3600,
+                ),
+                (
+                    3,
+                    NoiseStaticKey::from_secret(secret32("server-static-3")),
+                    NOW + 7200,
+                ),
             ],
             kem: Some(DecapsulationKey::from_seed(Array::from(seed))),
         }
@@ -1206,7 +1224,9 @@ mod tests {
         }
     }
 
-    fn awaiting(result: Result<(ServerStart, Vec<u8>), HandshakeError>) -> (ServerHandshake, Vec<u8>) {
+    fn awaiting(
+        result: Result<(ServerStart, Vec<u8>), HandshakeError>,
+    ) -> (ServerHandshake, Vec<u8>) {
         match result {
             Ok((ServerStart::AwaitingMessage3(state), message2)) => (state, message2),
             other => panic!("expected an XK state, got {other:?}"),
@@ -1221,20 +1241,33 @@ mod tests {
 
     #[test]
     fn full_matrix_completes_with_matching_keys_and_exact_sizes() {
-        let client_public = hex::encode(
-            MontgomeryPoint::mul_base_clamped(secret32("client-static")).to_bytes(),
-        );
+        let client_public =
+            hex::encode(MontgomeryPoint::mul_base_clamped(secret32("client-static")).to_bytes());
         for pattern in [Pattern::Xk, Pattern::Ik] {
             for (version, pq) in MATRIX {
                 let run = run(pattern, version, pq);
                 let (server, client) = (&run.server, &run.client);
                 assert_eq!(server.keys.root_key(), client.keys.root_key());
-                assert_eq!(server.keys.client_to_server(), client.keys.client_to_server());
-                assert_eq!(server.keys.server_to_client(), client.keys.server_to_client());
-                assert_ne!(server.keys.client_to_server(), server.keys.server_to_client());
+                assert_eq!(
+                    server.keys.client_to_server(),
+                    client.keys.client_to_server()
+                );
+                assert_eq!(
+                    server.keys.server_to_client(),
+                    client.keys.server_to_client()
+                );
+                assert_ne!(
+                    server.keys.client_to_server(),
+                    server.keys.server_to_client()
+                );
                 assert_eq!(server.device_id, client_public);
                 assert_eq!(
-                    (server.pattern, server.version, server.pq, server.key_version),
+                    (
+                        server.pattern,
+                        server.version,
+                        server.pq,
+                        server.key_version
+                    ),
                     (pattern, version, pq, 2)
                 );
                 assert_eq!(server.key_confirmed, pattern == Pattern::Xk);
@@ -1266,9 +1299,15 @@ mod tests {
                 let mut server_transport = Transport::server(&server.keys);
                 let mut client_transport = Transport::client(&client.keys);
                 let ping = client_transport.seal(br#"{"type":"ping","id":1}"#).unwrap();
-                assert_eq!(server_transport.open(&ping).unwrap(), br#"{"type":"ping","id":1}"#);
+                assert_eq!(
+                    server_transport.open(&ping).unwrap(),
+                    br#"{"type":"ping","id":1}"#
+                );
                 let welcome = server_transport.seal(br#"{"type":"welcome"}"#).unwrap();
-                assert_eq!(client_transport.open(&welcome).unwrap(), br#"{"type":"welcome"}"#);
+                assert_eq!(
+                    client_transport.open(&welcome).unwrap(),
+                    br#"{"type":"welcome"}"#
+                );
             }
         }
     }
@@ -1309,7 +1348,10 @@ mod tests {
             &mut TestRng::new("c"),
         )
         .unwrap_err();
-        assert_eq!(err, HandshakeError::InvalidClientParams("version 2 requires PQ"));
+        assert_eq!(
+            err,
+            HandshakeError::InvalidClientParams("version 2 requires PQ")
+        );
 
         let mut message1 = client(params(&keys, Pattern::Xk, Version::V1, false, 2), "c")
             .message1()
@@ -1342,7 +1384,10 @@ mod tests {
         for (index, value, expected) in cases {
             let mut message1 = good.clone();
             message1[index] = value;
-            assert_eq!(expect_err(start(&policy(), &keys, &message1, "s")), expected.into());
+            assert_eq!(
+                expect_err(start(&policy(), &keys, &message1, "s")),
+                expected.into()
+            );
         }
     }
 
@@ -1371,7 +1416,10 @@ mod tests {
         garbage[5] = 2;
         garbage.extend_from_slice(&[0x55; 1200]);
         let err = expect_err(start(&pq_off, &keys, &garbage, "s"));
-        assert_eq!((err.clone(), err.close_code(), err.label()), (HandshakeError::PqUnavailable, 4403, "pq_unavailable"));
+        assert_eq!(
+            (err.clone(), err.close_code(), err.label()),
+            (HandshakeError::PqUnavailable, 4403, "pq_unavailable")
+        );
         // And then Noise authentication decides.
         assert_eq!(
             expect_err(start(&policy(), &keys, &garbage, "s")),
@@ -1380,7 +1428,10 @@ mod tests {
         // Classical while PQ is required.
         let classical = client(params(&keys, Pattern::Ik, Version::V1, false, 2), "c");
         let err = expect_err(start(&require, &keys, classical.message1(), "s"));
-        assert_eq!((err.clone(), err.close_code(), err.label()), (HandshakeError::PqRequired, 4403, "pq_required"));
+        assert_eq!(
+            (err.clone(), err.close_code(), err.label()),
+            (HandshakeError::PqRequired, 4403, "pq_required")
+        );
         // PQ on but no KEM key loaded is still "unavailable", not a panic.
         let no_kem = TestKeys {
             kem: None,
@@ -1398,15 +1449,24 @@ mod tests {
         let keys = test_keys();
         let unknown = client(params(&keys, Pattern::Xk, Version::V1, true, 77), "c");
         let err = expect_err(start(&policy(), &keys, unknown.message1(), "s"));
-        assert_eq!((err.clone(), err.close_code(), err.label()), (HandshakeError::UnknownKeyVersion(77), 4404, "unknown_key"));
+        assert_eq!(
+            (err.clone(), err.close_code(), err.label()),
+            (HandshakeError::UnknownKeyVersion(77), 4404, "unknown_key")
+        );
 
         let expired = client(params(&keys, Pattern::Ik, Version::V1, false, 1), "c");
         let err = expect_err(start(&policy(), &keys, expired.message1(), "s"));
-        assert_eq!((err.clone(), err.close_code(), err.label()), (HandshakeError::ExpiredKeyVersion(1), 4404, "expired_key"));
+        assert_eq!(
+            (err.clone(), err.close_code(), err.label()),
+            (HandshakeError::ExpiredKeyVersion(1), 4404, "expired_key")
+        );
 
         // Key 2 is older than key 3 and still valid: both are accepted.
         for key_version in [2, 3] {
-            let c = client(params(&keys, Pattern::Ik, Version::V2, true, key_version), "c");
+            let c = client(
+                params(&keys, Pattern::Ik, Version::V2, true, key_version),
+                "c",
+            );
             let (next, message2) = start(&policy(), &keys, c.message1(), "s").unwrap();
             let done = c.read_message2(&message2).unwrap();
             let ServerStart::Established(server) = next else {
@@ -1438,11 +1498,21 @@ mod tests {
                 .message1()
                 .to_vec();
             // Ephemeral key, (IK) static key, KEM ciphertext, ek_e, tag.
-            for index in [HEADER_LEN, HEADER_LEN + 40, HEADER_LEN + 100, good.len() - 600, good.len() - 1] {
+            for index in [
+                HEADER_LEN,
+                HEADER_LEN + 40,
+                HEADER_LEN + 100,
+                good.len() - 600,
+                good.len() - 1,
+            ] {
                 let mut message1 = good.clone();
                 message1[index] ^= 0x20;
                 let err = expect_err(start(&policy(), &keys, &message1, "s"));
-                assert_eq!((err.clone(), err.close_code(), err.label()), (HandshakeError::Decrypt, 4401, "decrypt"), "{pattern:?} byte {index}");
+                assert_eq!(
+                    (err.clone(), err.close_code(), err.label()),
+                    (HandshakeError::Decrypt, 4401, "decrypt"),
+                    "{pattern:?} byte {index}"
+                );
             }
             // A different prologue is a different handshake.
             let other = ServerPolicy {
@@ -1465,7 +1535,10 @@ mod tests {
                 let (_, mut message2) = start(&policy(), &keys, c.message1(), "s").unwrap();
                 let last = message2.len() - 1;
                 message2[last] ^= 0x01;
-                assert_eq!(c.read_message2(&message2).unwrap_err(), HandshakeError::Decrypt);
+                assert_eq!(
+                    c.read_message2(&message2).unwrap_err(),
+                    HandshakeError::Decrypt
+                );
             }
         }
         let c = client(params(&keys, Pattern::Xk, Version::V1, true, 2), "c");
@@ -1485,7 +1558,10 @@ mod tests {
             let mut message3 = c.read_message2(&message2).unwrap().message3.unwrap();
             message3[index] ^= 0x04;
             let err = state.read_message3(&message3).unwrap_err();
-            assert_eq!((err.clone(), err.close_code()), (HandshakeError::Decrypt, 4401));
+            assert_eq!(
+                (err.clone(), err.close_code()),
+                (HandshakeError::Decrypt, 4401)
+            );
         }
         let c = client(params(&keys, Pattern::Xk, Version::V1, false, 2), "c");
         let (state, message2) = awaiting(start(&policy(), &keys, c.message1(), "s"));
@@ -1617,7 +1693,10 @@ mod tests {
         let message3 = done.message3.unwrap();
         // Nobody without the client's secrets can finish the replayed one; not even the
         // genuine message 3 does.
-        assert_eq!(replayed.read_message3(&message3).unwrap_err(), HandshakeError::Decrypt);
+        assert_eq!(
+            replayed.read_message3(&message3).unwrap_err(),
+            HandshakeError::Decrypt
+        );
         let server = genuine.read_message3(&message3).unwrap();
         assert_eq!(server.keys.root_key(), done.keys.root_key());
     }
@@ -1662,10 +1741,22 @@ mod tests {
         };
         assert!(good.is_valid_for(&header));
         let bad = [
-            ServerHello { pq: false, ..good.clone() },
-            ServerHello { key_version: 5, ..good.clone() },
-            ServerHello { session_id: "0123456789ABCDEF0123456789abcdef".into(), ..good.clone() },
-            ServerHello { session_id: "0123".into(), ..good.clone() },
+            ServerHello {
+                pq: false,
+                ..good.clone()
+            },
+            ServerHello {
+                key_version: 5,
+                ..good.clone()
+            },
+            ServerHello {
+                session_id: "0123456789ABCDEF0123456789abcdef".into(),
+                ..good.clone()
+            },
+            ServerHello {
+                session_id: "0123".into(),
+                ..good.clone()
+            },
         ];
         for hello in bad {
             assert!(!hello.is_valid_for(&header), "{hello:?}");
@@ -1678,7 +1769,9 @@ mod tests {
         let mut p = params(&keys, Pattern::Xk, Version::V1, true, 2);
         p.server_kem_public = None;
         assert_eq!(
-            ClientHandshake::new(p, &mut TestRng::new("c")).unwrap_err().label(),
+            ClientHandshake::new(p, &mut TestRng::new("c"))
+                .unwrap_err()
+                .label(),
             "client_params"
         );
         let mut p = params(&keys, Pattern::Xk, Version::V1, true, 2);
@@ -1738,7 +1831,10 @@ mod tests {
         let server = state.read_message3(&message3).unwrap();
         let client_keys = session_keys(&mut noise, Some(&ss_s), None).unwrap();
         assert_eq!(server.keys.root_key(), client_keys.root_key());
-        assert_eq!(server.keys.client_to_server(), client_keys.client_to_server());
+        assert_eq!(
+            server.keys.client_to_server(),
+            client_keys.client_to_server()
+        );
     }
 
     struct Known {
@@ -1788,7 +1884,9 @@ mod tests {
             &Known {
                 message1_sha3: "aaa6d46191fae0a5c6bdb764280ac8cb1ad9e7eea9d9db5db5a5406d71e7e6ec",
                 message2_sha3: "8891cca5d6b3d9aeed8f792be31427524bdda02f62013efa5502daf2b78057e3",
-                message3_sha3: Some("29e6757d8e56daf5f8147ff2a3103a90661fe5a79c0ac1636b297edad64a3f05"),
+                message3_sha3: Some(
+                    "29e6757d8e56daf5f8147ff2a3103a90661fe5a79c0ac1636b297edad64a3f05",
+                ),
                 root_key: "b7c10467e3c11167de34651ba0c1adc933e7ebd6049bfe04bc8e277bb4987da7",
                 client_to_server: "5cb9936d61a1013bb1cb3d49f98e3e0cbf149fdc8085bdba76a44e9630fbeaca",
                 server_to_client: "aeef371a2742cb038359ff16bbe95809c6a86772e6b880381f93d2efea1cedab",

@@ -273,7 +273,9 @@ mod tests {
         let cipher = ChaCha20Poly1305::new(keys.client_to_server().into());
         let mut nonce = [0u8; 12];
         nonce[4] = 1;
-        let expected = cipher.encrypt(&Nonce::from(nonce), &b"{\"a\":1}"[..]).unwrap();
+        let expected = cipher
+            .encrypt(&Nonce::from(nonce), &b"{\"a\":1}"[..])
+            .unwrap();
         assert_eq!(second, expected);
     }
 
@@ -308,7 +310,9 @@ mod tests {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&4095u64.to_le_bytes());
         assert_eq!(
-            original.decrypt(&Nonce::from(nonce), &last_before[..]).unwrap(),
+            original
+                .decrypt(&Nonce::from(nonce), &last_before[..])
+                .unwrap(),
             b"{}"
         );
 
