@@ -216,10 +216,10 @@ impl Primitives {
         }
         let ss_s = keys.kem.decapsulate(black_box(&self.ct));
         let mut ss_e = None;
-        if version == Version::V2 {
-            if let Ok(ek) = EncapsulationKey::<MlKem768>::new(black_box(&self.ek_bytes)) {
-                ss_e = Some(ek.encapsulate_with_rng(&mut rng).1);
-            }
+        if version == Version::V2
+            && let Ok(ek) = EncapsulationKey::<MlKem768>::new(black_box(&self.ek_bytes))
+        {
+            ss_e = Some(ek.encapsulate_with_rng(&mut rng).1);
         }
         let (s, e) = (ss_s.into(), ss_e.map(Into::into));
         black_box(derive_session_keys(&CombinerInput {

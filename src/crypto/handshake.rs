@@ -5,7 +5,7 @@
 //! [`ServerHandshake::read_message3`]). Client: [`ClientHandshake::new`] builds message 1,
 //! [`ClientHandshake::read_message2`] returns the server hello, message 3 (XK) and the keys.
 //!
-//! Noise runs through `snow` with a resolver of our own ([`HandshakeResolver`]) so that
+//! Noise runs through `snow` with a resolver of our own (`HandshakeResolver`) so that
 //! every random input comes from the caller's RNG (known-answer tests fix them all) and
 //! so that the server's static public key is not recomputed on every handshake.
 //!
@@ -16,6 +16,15 @@
 //! a valid transport message; [`Established::key_confirmed`] is therefore false for IK and
 //! the session layer must not let such a session displace another one until the first
 //! client message has opened.
+//!
+//! Where §4 is silent, this module chooses:
+//! - a Noise message that `snow` cannot frame (too short, or over 65535 bytes) is 4400;
+//! - an `ek_e` that fails the FIPS 203 encapsulation-key check is a malformed payload, 4400;
+//! - an X25519 result of all zeros (a low-order peer key) fails like authentication, 4401;
+//! - the message 3 payload is compared byte for byte: empty or exactly `{}`;
+//! - the client accepts message 2 only if its JSON parses (unknown fields ignored), the
+//!   `session_id` is 32 lowercase hex characters, and `pq`/`key_version` echo its header;
+//! - `session_id` is 16 bytes of the handshake RNG, hex encoded.
 
 use core::fmt;
 use std::sync::LazyLock;
@@ -440,7 +449,8 @@ pub enum ServerStart {
 
 /// Server (responder) side of an XK handshake waiting for message 3.
 pub struct ServerHandshake {
-    noise: snow::HandshakeState,
+    // Boxed: the Noise state is ~1 KB and this value travels inside `ServerStart`.
+    noise: Box<snow::HandshakeState>,
     header: Header,
     ss_s: Option<Zeroizing<[u8; KEY_LEN]>>,
     ss_e: Option<Zeroizing<[u8; KEY_LEN]>>,
@@ -522,7 +532,7 @@ impl ServerHandshake {
         let message2 = write_noise(&mut noise, &message2_payload)?;
 
         let state = Self {
-            noise,
+            noise: Box::new(noise),
             header,
             ss_s,
             ss_e,

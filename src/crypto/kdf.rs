@@ -182,7 +182,8 @@ pub(crate) mod tests {
     fn session_keys_match_an_independent_hkdf_for_every_mode() {
         let h = [0x11u8; 32];
         let (k1, k2, ss_s, ss_e) = ([0x21u8; 32], [0x22u8; 32], [0x31u8; 32], [0x32u8; 32]);
-        let cases: [(Option<&[u8; 32]>, Option<&[u8; 32]>, &[u8]); 3] = [
+        type Case<'a> = (Option<&'a [u8; 32]>, Option<&'a [u8; 32]>, &'a [u8]);
+        let cases: [Case<'_>; 3] = [
             (None, None, SESSION_INFO_CLASSICAL),
             (Some(&ss_s), None, SESSION_INFO_HYBRID),
             (Some(&ss_s), Some(&ss_e), SESSION_INFO_HYBRID),
