@@ -1847,6 +1847,61 @@ mod tests {
         );
     }
 
+    #[test]
+    fn state_machines_can_move_between_tasks() {
+        fn send<T: Send + 'static>() {}
+        send::<ServerHandshake>();
+        send::<ServerStart>();
+        send::<ClientHandshake>();
+        send::<Established>();
+        send::<Transport>();
+    }
+
+    const CLOSE_CODES: [u16; 4] = [4400, 4401, 4403, 4404];
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn arbitrary_message_1_never_panics(
+            header in proptest::array::uniform7(0u8..4),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2600),
+        ) {
+            let keys = test_keys();
+            let mut message1 = header.to_vec();
+            message1.extend_from_slice(&body);
+            if let Err(err) = start(&policy(), &keys, &message1, "s") {
+                proptest::prop_assert!(CLOSE_CODES.contains(&err.close_code()));
+            }
+        }
+
+        #[test]
+        fn mutated_handshake_messages_never_panic_or_pass(
+            index in 0usize..4000,
+            flip in 1u8..=255,
+            cut in 0usize..4000,
+        ) {
+            let keys = test_keys();
+            let c = client(params(&keys, Pattern::Xk, Version::V2, true, 2), "c");
+            let good = c.message1().to_vec();
+            let mut message1 = good.clone();
+            let at = index % message1.len();
+            message1[at] ^= flip;
+            let err = expect_err(start(&policy(), &keys, &message1, "s"));
+            proptest::prop_assert!(CLOSE_CODES.contains(&err.close_code()));
+            let truncated = &good[..cut % good.len()];
+            let err = expect_err(start(&policy(), &keys, truncated, "s"));
+            proptest::prop_assert!(CLOSE_CODES.contains(&err.close_code()));
+
+            let (state, message2) = awaiting(start(&policy(), &keys, &good, "s"));
+            let message3 = c.read_message2(&message2).unwrap().message3.unwrap();
+            let mut tampered = message3.clone();
+            tampered[index % message3.len()] ^= flip;
+            let err = state.read_message3(&tampered).unwrap_err();
+            proptest::prop_assert!(CLOSE_CODES.contains(&err.close_code()));
+        }
+    }
+
     struct Known {
         message1_sha3: &'static str,
         message2_sha3: &'static str,
