@@ -34,29 +34,61 @@ fn call(rt: &tokio::runtime::Runtime, app: &Router, req: Request<Body>) -> usize
     rt.block_on(async {
         let response = app.clone().oneshot(req).await.expect("infallible");
         assert!(response.status().is_success());
-        response.into_body().collect().await.expect("body").to_bytes().len()
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .len()
     })
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let (app, size) = daemon_router(&rt);
     let fixed = Bytes::from(vec![b'x'; size]);
-    let baseline: Router = Router::new().route("/fixed", get(move || {
-        let body = fixed.clone();
-        async move { body }
-    }));
+    let baseline: Router = Router::new().route(
+        "/fixed",
+        get(move || {
+            let body = fixed.clone();
+            async move { body }
+        }),
+    );
     let baseline = Arc::new(baseline);
 
     let mut group = c.benchmark_group("http");
     group.bench_function("baseline_fixed_body", |b| {
-        b.iter(|| call(&rt, &baseline, Request::get("/fixed").body(Body::empty()).unwrap()))
+        b.iter(|| {
+            call(
+                &rt,
+                &baseline,
+                Request::get("/fixed").body(Body::empty()).unwrap(),
+            )
+        })
     });
     group.bench_function("server_info", |b| {
-        b.iter(|| call(&rt, &app, Request::get("/api/server-info").body(Body::empty()).unwrap()))
+        b.iter(|| {
+            call(
+                &rt,
+                &app,
+                Request::get("/api/server-info")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+        })
     });
     group.bench_function("assist_get", |b| {
-        b.iter(|| call(&rt, &app, Request::get("/api/p2p/assist").body(Body::empty()).unwrap()))
+        b.iter(|| {
+            call(
+                &rt,
+                &app,
+                Request::get("/api/p2p/assist").body(Body::empty()).unwrap(),
+            )
+        })
     });
     let body = r#"{"paths":[{"address":"relay.example.org","port":443,"id":"a","priority":0},{"address":"192.0.2.1","port":443}],"fec":{"mtu":1200,"repair_overhead":0.4},"min_paths":2}"#;
     group.bench_function("assist_post", |b| {

@@ -16,7 +16,10 @@ use tokio::net::TcpStream;
 const BASELINE_ENV: &str = "COMMUCAT_BENCH_BASELINE_SIZE";
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A raw HTTP/1.1 keep-alive request and a reader that returns when one response is in.
@@ -46,7 +49,8 @@ impl Conn {
                     .lines()
                     .find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
                     })
                     .expect("content-length");
                 let total = end + 4 + len;
@@ -95,7 +99,13 @@ async fn closed_loop(addr: SocketAddr, request: Vec<u8>, conns: usize, secs: u64
 }
 
 /// Latencies (µs) at a fixed total `rate`, measured from each request's scheduled time.
-async fn open_loop(addr: SocketAddr, request: Vec<u8>, conns: usize, rate: f64, secs: u64) -> Vec<u64> {
+async fn open_loop(
+    addr: SocketAddr,
+    request: Vec<u8>,
+    conns: usize,
+    rate: f64,
+    secs: u64,
+) -> Vec<u64> {
     let per_conn_interval = Duration::from_secs_f64(conns as f64 / rate);
     let start = Instant::now() + Duration::from_millis(50);
     let deadline = start + Duration::from_secs(secs);
@@ -150,7 +160,10 @@ fn read_addr(child: &mut Child, marker: &str) -> SocketAddr {
     while Instant::now() < deadline {
         let Some(Ok(line)) = lines.next() else { break };
         if let Some(i) = line.find(marker) {
-            let addr = line[i + marker.len()..].split_whitespace().next().unwrap_or("");
+            let addr = line[i + marker.len()..]
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
             std::thread::spawn(move || for _ in lines {});
             return addr.parse().expect("address");
         }
@@ -187,7 +200,10 @@ fn start_baseline(size: usize) -> Server {
 
 /// The trivial handler: a fixed body, default multi-thread runtime, like the daemon.
 fn serve_baseline(size: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let body = bytes::Bytes::from(vec![b'x'; size]);
         let app = axum::Router::new().route(
@@ -197,8 +213,13 @@ fn serve_baseline(size: usize) {
                 async move { body }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        eprintln!("baseline listening on {}", listener.local_addr().expect("addr"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        eprintln!(
+            "baseline listening on {}",
+            listener.local_addr().expect("addr")
+        );
         axum::serve(listener, app).await.expect("serve");
     });
 }
@@ -230,7 +251,10 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("commucat-http-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let daemon = start_daemon(&dir);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let size = rt.block_on(async {
         let mut c = Conn::open(daemon.addr).await;
         c.roundtrip(&get("/api/server-info")).await;
@@ -239,14 +263,28 @@ fn main() {
     });
     let baseline = start_baseline(size);
     let assist_body = r#"{"paths":[{"address":"relay.example.org","port":443,"id":"a","priority":0},{"address":"192.0.2.1","port":443}],"fec":{"mtu":1200,"repair_overhead":0.4},"min_paths":2}"#;
-    println!("body size {size} bytes, {conns} connections, {secs} s per run, {rounds} rounds, loopback");
+    println!(
+        "body size {size} bytes, {conns} connections, {secs} s per run, {rounds} rounds, loopback"
+    );
 
     let (mut base, mut info, mut assist) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
         let b = rt.block_on(closed_loop(baseline.addr, get("/fixed"), conns, secs));
-        let i = rt.block_on(closed_loop(daemon.addr, get("/api/server-info"), conns, secs));
-        let a = rt.block_on(closed_loop(daemon.addr, post("/api/p2p/assist", assist_body), conns, secs));
-        println!("round {round}: baseline {b:.0} req/s, server-info {i:.0} req/s, assist POST {a:.0} req/s");
+        let i = rt.block_on(closed_loop(
+            daemon.addr,
+            get("/api/server-info"),
+            conns,
+            secs,
+        ));
+        let a = rt.block_on(closed_loop(
+            daemon.addr,
+            post("/api/p2p/assist", assist_body),
+            conns,
+            secs,
+        ));
+        println!(
+            "round {round}: baseline {b:.0} req/s, server-info {i:.0} req/s, assist POST {a:.0} req/s"
+        );
         base.push(b);
         info.push(i);
         assist.push(a);
@@ -257,7 +295,13 @@ fn main() {
     println!("assist POST / baseline = {:.2} (target ≥ 0.40)", a / b);
 
     let rate = a * 0.5;
-    let lat = rt.block_on(open_loop(daemon.addr, post("/api/p2p/assist", assist_body), conns, rate, secs));
+    let lat = rt.block_on(open_loop(
+        daemon.addr,
+        post("/api/p2p/assist", assist_body),
+        conns,
+        rate,
+        secs,
+    ));
     println!(
         "assist POST at {rate:.0} req/s (50 % of peak): p50 {} µs, p99 {} µs, max {} µs, n = {} (target p99 ≤ 5000 µs)",
         percentile(&lat, 0.50),

@@ -426,12 +426,16 @@ fn build_response(state: &AppState, params: AssistParams) -> Result<AssistRespon
     let paths = params.paths.unwrap_or_else(|| configured_paths(state));
     Ok(AssistResponse {
         noise: noise_advice(state, now)?,
-        pq: state.static_advice.kem_public_hex.as_ref().map(|kem| PqAdvice {
-            identity_public_hex: "",
-            signed_prekey_public_hex: "",
-            kem_public_hex: kem.clone(),
-            signature_public_hex: state.static_advice.signature_public_hex.clone(),
-        }),
+        pq: state
+            .static_advice
+            .kem_public_hex
+            .as_ref()
+            .map(|kem| PqAdvice {
+                identity_public_hex: "",
+                signed_prekey_public_hex: "",
+                kem_public_hex: kem.clone(),
+                signature_public_hex: state.static_advice.signature_public_hex.clone(),
+            }),
         ice: ice_advice(state, now),
         transports: transports(state, params.prefer_reality),
         multipath: multipath(state, paths, params.mtu, params.overhead)?,
