@@ -335,6 +335,11 @@ impl NoiseStaticKey {
     pub fn public(&self) -> &[u8; DH_LEN] {
         &self.public
     }
+
+    /// A copy of the private key, for the keystore.
+    pub fn secret_bytes(&self) -> Zeroizing<[u8; DH_LEN]> {
+        Zeroizing::new(*self.secret)
+    }
 }
 
 impl fmt::Debug for NoiseStaticKey {

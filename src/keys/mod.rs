@@ -10,8 +10,11 @@ pub mod store;
 
 use ml_dsa::{Keypair as _, MlDsa65, SigningKey, VerifyingKey};
 use ml_kem::{DecapsulationKey, EncapsulationKey, KeyExport as _, MlKem768};
-use x25519_dalek::{PublicKey, StaticSecret};
+use x25519_dalek::StaticSecret;
 use zeroize::Zeroizing;
+
+pub use crate::crypto::KeyLookupError;
+use crate::crypto::{NoiseStaticKey, ServerKeys};
 
 use crate::config::ConfigError;
 use crate::ice::credentials::IceSecret;
@@ -26,8 +29,7 @@ pub const IDENTITY_SEED_LEN: usize = 32;
 /// One versioned Noise static key.
 pub struct NoiseKey {
     pub version: u32,
-    secret: StaticSecret,
-    public: [u8; 32],
+    key: NoiseStaticKey,
     pub valid_after: u64,
     pub rotates_at: u64,
     pub expires_at: u64,
@@ -41,12 +43,9 @@ impl NoiseKey {
         rotates_at: u64,
         expires_at: u64,
     ) -> Self {
-        let secret = StaticSecret::from(secret);
-        let public = PublicKey::from(&secret).to_bytes();
         Self {
             version,
-            secret,
-            public,
+            key: NoiseStaticKey::from_secret(secret),
             valid_after,
             rotates_at,
             expires_at,
@@ -67,15 +66,20 @@ impl NoiseKey {
     }
 
     pub fn public(&self) -> &[u8; 32] {
-        &self.public
+        self.key.public()
     }
 
     pub fn public_hex(&self) -> String {
-        hex::encode(self.public)
+        hex::encode(self.key.public())
     }
 
     pub fn secret_bytes(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(self.secret.to_bytes())
+        self.key.secret_bytes()
+    }
+
+    /// The key as the handshake uses it.
+    pub fn static_key(&self) -> &NoiseStaticKey {
+        &self.key
     }
 
     /// Handshakes are accepted on a key from `valid_after` until `expires_at`.
@@ -86,7 +90,7 @@ impl NoiseKey {
     fn duplicate(&self) -> Self {
         Self::new(
             self.version,
-            self.secret.to_bytes(),
+            *self.secret_bytes(),
             self.valid_after,
             self.rotates_at,
             self.expires_at,
@@ -104,15 +108,6 @@ impl std::fmt::Debug for NoiseKey {
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
-}
-
-/// Why a requested Noise key version cannot be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum KeyLookupError {
-    #[error("unknown key version")]
-    Unknown,
-    #[error("key version expired")]
-    Expired,
 }
 
 /// The Noise static keys that have not expired, oldest first.
@@ -173,6 +168,28 @@ impl NoiseKeyRing {
             .collect();
         keys.extend(added);
         Self { keys }
+    }
+}
+
+/// What a server handshake needs: the Noise keys of one snapshot and the KEM key.
+pub struct HandshakeKeys<'a> {
+    pub ring: &'a NoiseKeyRing,
+    pub kem: Option<&'a KemKeys>,
+}
+
+impl ServerKeys for HandshakeKeys<'_> {
+    fn noise_static(
+        &self,
+        key_version: u32,
+        now_unix: u64,
+    ) -> Result<&NoiseStaticKey, KeyLookupError> {
+        self.ring
+            .lookup(key_version, now_unix)
+            .map(NoiseKey::static_key)
+    }
+
+    fn kem(&self) -> Option<&DecapsulationKey<MlKem768>> {
+        self.kem.map(|k| &k.decapsulation)
     }
 }
 
