@@ -32,6 +32,20 @@ pub struct KindLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `commucat_handshakes`: `outcome` is "ok" or the failure label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub pattern: &'static str,
+    pub version: &'static str,
+    pub pq: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -56,6 +70,19 @@ pub struct Metrics {
     pub key_rotations: Counter,
     pub noise_handshakes: Counter,
     pub pq_handshakes: Counter,
+    /// `/api/connect` handshakes by pattern, version, pq and outcome.
+    pub handshakes: Family<HandshakeLabels, Counter>,
+    pub sessions_active: Gauge,
+    pub signals: Counter,
+    pub relay_messages: Counter,
+    pub relay_bytes: Counter,
+    pub sessions_replaced: Counter,
+    pub sessions_timed_out: Counter,
+    /// Established sessions closed by the server for a protocol violation, by reason.
+    pub session_errors: Family<ReasonLabels, Counter>,
+    /// WebSocket connections refused because `[limits] max_sessions` was reached.
+    pub sessions_refused: Counter,
+    pub connect_rate_limited: Counter,
 }
 
 impl Metrics {
@@ -72,6 +99,16 @@ impl Metrics {
         let key_rotations = Counter::default();
         let noise_handshakes = Counter::default();
         let pq_handshakes = Counter::default();
+        let handshakes = Family::<HandshakeLabels, Counter>::default();
+        let sessions_active = Gauge::default();
+        let signals = Counter::default();
+        let relay_messages = Counter::default();
+        let relay_bytes = Counter::default();
+        let sessions_replaced = Counter::default();
+        let sessions_timed_out = Counter::default();
+        let session_errors = Family::<ReasonLabels, Counter>::default();
+        let sessions_refused = Counter::default();
+        let connect_rate_limited = Counter::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -115,6 +152,53 @@ impl Metrics {
             "Completed hybrid (ML-KEM) handshakes",
             pq_handshakes.clone(),
         );
+        registry.register(
+            "handshakes",
+            "Handshakes on /api/connect by pattern, version, pq and outcome (ok or the failure)",
+            handshakes.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Signaling sessions registered now",
+            sessions_active.clone(),
+        );
+        registry.register("signals", "Signals delivered", signals.clone());
+        registry.register(
+            "relay_messages",
+            "Relay messages delivered",
+            relay_messages.clone(),
+        );
+        registry.register_with_unit(
+            "relay",
+            "Relay payload delivered (decoded)",
+            prometheus_client::registry::Unit::Bytes,
+            relay_bytes.clone(),
+        );
+        registry.register(
+            "sessions_replaced",
+            "Sessions closed (4409) because a newer session of the device arrived",
+            sessions_replaced.clone(),
+        );
+        registry.register(
+            "sessions_timed_out",
+            "Sessions closed (4408) after session.ttl_seconds without a client frame",
+            sessions_timed_out.clone(),
+        );
+        registry.register(
+            "session_errors",
+            "Established sessions closed for a protocol violation, by reason",
+            session_errors.clone(),
+        );
+        registry.register(
+            "sessions_refused",
+            "WebSocket connections refused (4429) at limits.max_sessions",
+            sessions_refused.clone(),
+        );
+        registry.register(
+            "connect_rate_limited",
+            "Upgrades to /api/connect refused with HTTP 429 by the per-IP limit",
+            connect_rate_limited.clone(),
+        );
         registry.register_with_unit(
             "uptime",
             "Seconds since the daemon started",
@@ -134,6 +218,16 @@ impl Metrics {
             key_rotations,
             noise_handshakes,
             pq_handshakes,
+            handshakes,
+            sessions_active,
+            signals,
+            relay_messages,
+            relay_bytes,
+            sessions_replaced,
+            sessions_timed_out,
+            session_errors,
+            sessions_refused,
+            connect_rate_limited,
         }
     }
 

@@ -1,12 +1,163 @@
-//! Signaling sessions over `/api/connect`.
+//! Signaling sessions over `/api/connect` (PROTOCOL.md §4).
+//!
+//! - [`messages`]: the JSON messages, shared with the client library;
+//! - [`session`]: one session as a sans-I/O state machine;
+//! - [`registry`]: live sessions by device id;
+//! - [`limits`]: token buckets (per source address, per session relay bytes);
+//! - `connection`: the tokio tasks that move frames.
+//!
+//! Where §4 is silent, this module chooses:
+//! - `[limits] max_sessions` bounds the WebSocket connections open at once, handshaking
+//!   ones included (so memory is bounded before any CPU is spent); one over the limit is
+//!   closed with 4429 right after the upgrade.
+//! - The per-IP limit (`connect_rate_per_ip`/`connect_burst`) applies to every
+//!   `GET /api/connect` before the upgrade: HTTP 429 problem+json with `Retry-After`.
+//!   IPv6 sources are grouped by /64.
+//! - The handshake timeout runs from the upgrade to the completed handshake; for IK it
+//!   also covers the first client transport message, since only that message confirms
+//!   the keys (a replayed IK message 1 gets 4408 and never displaces a session). IK
+//!   clients should therefore send something (e.g. a `ping`) right after the handshake.
+//!   A handshake counts as completed (`noise_handshakes`, outcome `ok`) at that point.
+//! - Failures with no code in §4: an unparseable or unknown message is `bad_request`
+//!   (the session stays open); a signal or relay to a session whose outbound queue is
+//!   full gets `rate_limited` (senders never wait on slow receivers); an internal error
+//!   closes with 1011; exhausting the 2^64 message counter closes with 1008.
+//! - A session's own replies apply backpressure instead: the reader stops reading until
+//!   the writer has room, so 5 000 pipelined pings all get their pong, in order.
+//! - Device ids in `to`/`device` are 64 hex digits, either case (answers use lowercase);
+//!   anything else is `bad_request`.
 
-use std::sync::Arc;
+mod connection;
+pub mod limits;
+pub mod messages;
+pub mod registry;
+pub mod session;
 
-use axum::Router;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Router};
+use tokio::sync::Semaphore;
+
+use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
+use crate::http::problem::Problem;
 use crate::state::AppState;
+use limits::IpLimiter;
+use registry::Registry;
+
+/// The WebSocket read buffer: a whole message 1 (about 2.4 KB) fits; idle sessions
+/// keep this much (tungstenite's default is 128 KiB).
+pub const READ_BUFFER: usize = 4096;
+/// Bytes gathered before a write reaches the socket.
+pub const WRITE_BUFFER: usize = 8192;
+/// Largest write backlog per connection before sends wait.
+pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
+
+/// Shared state of the signaling endpoint.
+#[derive(Debug)]
+pub struct Hub {
+    pub registry: Registry,
+    ip_limiter: Mutex<IpLimiter>,
+    connections: AtomicUsize,
+    handshake_permits: Semaphore,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            registry: Registry::default(),
+            ip_limiter: Mutex::new(IpLimiter::default()),
+            connections: AtomicUsize::new(0),
+            // Enough to keep every core busy with handshakes, few enough that a flood
+            // queues here (cheaply) instead of in the blocking pool.
+            handshake_permits: Semaphore::new(cores * 2),
+        }
+    }
+}
+
+/// One admitted connection; frees its place on drop.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Hub {
+    fn admit(&self, max: u32) -> Option<Slot<'_>> {
+        let max = usize::try_from(max).unwrap_or(usize::MAX);
+        let before = self.connections.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(&self.connections);
+        (before < max).then_some(slot)
+    }
+
+    /// WebSocket connections open now (handshaking or established).
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    fn allow_connect(&self, state: &AppState, peer: SocketAddr) -> bool {
+        let l = &state.config.limits;
+        self.ip_limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allow(
+                peer.ip(),
+                l.connect_rate_per_ip,
+                l.connect_burst,
+                Instant::now(),
+            )
+    }
+}
 
 /// Routes of the signaling endpoint.
 pub fn routes() -> Router<Arc<AppState>> {
+    let hub = Arc::new(Hub::default());
     Router::new()
+        .route("/api/connect", get(connect))
+        .layer(Extension(hub))
+}
+
+async fn connect(
+    State(state): State<Arc<AppState>>,
+    Extension(hub): Extension<Arc<Hub>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    if !hub.allow_connect(&state, peer) {
+        state.metrics.connect_rate_limited.inc();
+        let mut response =
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "too many connection attempts")
+                .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    }
+    let upgrade = match upgrade {
+        Ok(u) => u,
+        Err(rejection) => {
+            return Problem::new(
+                rejection.status(),
+                format!("expected a WebSocket upgrade: {}", rejection.body_text()),
+            )
+            .into_response();
+        }
+    };
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .max_message_size(MAX_CIPHERTEXT_LEN)
+        .max_frame_size(MAX_CIPHERTEXT_LEN)
+        .on_upgrade(move |socket| connection::serve(state, hub, socket))
 }
