@@ -5,8 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use commucat::client::connect::{
+    ConnectOptions, connect, device_id, load_or_create_device_key,
+};
 use commucat::client::http::{fetch_assist, fetch_server_info, http_client};
+use commucat::crypto::{Pattern, Version};
 use commucat::keys::KemKeys;
+use commucat::signal::messages::{ClientMessage, ServerMessage};
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +50,71 @@ enum Command {
         #[arg(long, value_name = "DEVICE")]
         peer_hint: Option<String>,
     },
+    /// Run the hybrid handshake on /api/connect and print the session.
+    Connect {
+        url: String,
+        #[command(flatten)]
+        handshake: HandshakeArgs,
+    },
+    /// Talk to another device through the server: each stdin line is sent as a signal,
+    /// `/relay TEXT` as relay data, `/lookup` asks whether the peer is online.
+    Chat {
+        url: String,
+        /// Device id of the peer (64 hex digits).
+        #[arg(long, value_name = "DEVICE")]
+        to: String,
+        #[command(flatten)]
+        handshake: HandshakeArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct HandshakeArgs {
+    /// Noise pattern.
+    #[arg(long, value_parser = ["xk", "ik"], default_value = "xk")]
+    pattern: String,
+    /// Handshake version (2 adds an ephemeral ML-KEM key; requires PQ).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2), default_value_t = 2)]
+    version: u8,
+    /// Classical handshake (X25519 only); needs --version 1.
+    #[arg(long)]
+    no_pq: bool,
+    /// Server Noise key version (default: the newest listed).
+    #[arg(long, value_name = "N")]
+    key_version: Option<u32>,
+    /// File with this device's X25519 secret (created, mode 0600, if missing);
+    /// without it a fresh device key is used.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<std::path::PathBuf>,
+    /// The server's [crypto] prologue.
+    #[arg(long, default_value = "commucat")]
+    prologue: String,
+}
+
+impl HandshakeArgs {
+    fn options(&self, timeout: Duration) -> Result<ConnectOptions> {
+        let device_secret = match &self.key_file {
+            Some(path) => Some(load_or_create_device_key(path)?),
+            None => None,
+        };
+        Ok(ConnectOptions {
+            pattern: if self.pattern == "ik" {
+                Pattern::Ik
+            } else {
+                Pattern::Xk
+            },
+            version: if self.version == 2 {
+                Version::V2
+            } else {
+                Version::V1
+            },
+            pq: !self.no_pq,
+            key_version: self.key_version,
+            device_secret,
+            timeout,
+            prologue: self.prologue.as_bytes().to_vec(),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -107,6 +177,115 @@ async fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&advice)?);
             Ok(())
         }
+        Command::Connect { url, handshake } => connect_once(&url, &handshake, timeout).await,
+        Command::Chat { url, to, handshake } => chat(&url, &to, &handshake, timeout).await,
+    }
+}
+
+async fn connect_once(url: &str, args: &HandshakeArgs, timeout: Duration) -> Result<()> {
+    let options = args.options(timeout)?;
+    let connection = connect(url, options)
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    println!("session_id={}", connection.session_id);
+    println!("device_id={}", connection.device_id);
+    println!("pattern={}", connection.pattern.as_str());
+    println!("version={}", connection.version.wire());
+    println!("key_version={}", connection.key_version);
+    println!("pq={}", connection.pq);
+    println!(
+        "handshake_ms={:.3}",
+        connection.handshake_time.as_secs_f64() * 1e3
+    );
+    println!(
+        "connect_ms={:.3}",
+        connection.connect_time.as_secs_f64() * 1e3
+    );
+    connection.close().await?;
+    Ok(())
+}
+
+async fn chat(url: &str, to: &str, args: &HandshakeArgs, timeout: Duration) -> Result<()> {
+    let options = args.options(timeout)?;
+    if let Some(secret) = &options.device_secret {
+        eprintln!("device_id={}", device_id(secret));
+    }
+    let mut connection = connect(url, options)
+        .await
+        .with_context(|| format!("connect to {url}"))?;
+    println!("device_id={}", connection.device_id);
+    eprintln!(
+        "connected (session {}, pq {}); type lines to send to {to}",
+        connection.session_id, connection.pq
+    );
+    let mut lines = stdin_lines();
+    let keepalive = Duration::from_secs(connection.hello.keepalive_interval.max(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    loop {
+        tokio::select! {
+            line = lines.recv() => {
+                let Some(line) = line else { break };
+                let message = chat_message(to, &line);
+                connection.send(&message).await?;
+            }
+            message = connection.recv() => {
+                print_incoming(&message?);
+            }
+            _ = ticker.tick() => connection.keepalive().await?,
+        }
+    }
+    connection.close().await?;
+    Ok(())
+}
+
+/// Stdin lines from a plain thread (the runtime has no stdin driver).
+fn stdin_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn chat_message(to: &str, line: &str) -> ClientMessage {
+    use base64::Engine as _;
+    if let Some(text) = line.strip_prefix("/relay ") {
+        ClientMessage::Relay {
+            to: to.into(),
+            data: base64::engine::general_purpose::STANDARD.encode(text),
+        }
+    } else if line.trim() == "/lookup" {
+        ClientMessage::Lookup { device: to.into() }
+    } else {
+        ClientMessage::Signal {
+            to: to.into(),
+            body: serde_json::Value::String(line.into()),
+        }
+    }
+}
+
+fn print_incoming(message: &ServerMessage) {
+    use base64::Engine as _;
+    match message {
+        ServerMessage::Signal { from, body } => match body {
+            serde_json::Value::String(text) => println!("{from}: {text}"),
+            other => println!("{from}: {other}"),
+        },
+        ServerMessage::Relay { from, data } => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap_or_default();
+            println!("{from} [relay]: {}", String::from_utf8_lossy(&bytes));
+        }
+        ServerMessage::Presence { device, online } => {
+            println!("{device} is {}", if *online { "online" } else { "offline" });
+        }
+        ServerMessage::Error { code, detail } => println!("error {code:?}: {detail}"),
+        other => println!("{}", String::from_utf8_lossy(&other.to_json())),
     }
 }
 

@@ -1,3 +1,4 @@
 //! The client side: what `commucat-cli` and client developers use to talk to a daemon.
 
+pub mod connect;
 pub mod http;

@@ -312,7 +312,19 @@ async fn run_session(
         session_id: established.session_id.clone(),
         device_id: established.device_id.clone(),
     };
-    let mut registered = None;
+    let mut reader = Reader {
+        state: &state,
+        hub: &hub,
+        outbound: &outbound,
+        labels,
+        pq: established.pq,
+        handshake_deadline,
+    };
+    // Registered before the welcome leaves, so that once a client has its welcome, its
+    // peers can reach it.
+    let mut registered = established
+        .key_confirmed
+        .then(|| reader.register(&established.device_id));
     let ending = if outbound.send(welcome.to_json().into()).await.is_err() {
         Ending::Gone
     } else {
@@ -321,17 +333,6 @@ async fn run_session(
             state.config.limits.relay_bytes_per_second,
             std::time::Instant::now(),
         );
-        let mut reader = Reader {
-            state: &state,
-            hub: &hub,
-            outbound: &outbound,
-            labels,
-            pq: established.pq,
-            handshake_deadline,
-        };
-        if established.key_confirmed {
-            registered = Some(reader.register(&established.device_id));
-        }
         reader
             .read_loop(&mut stream, &mut receiver, &mut session, &mut registered)
             .await
