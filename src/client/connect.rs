@@ -42,9 +42,9 @@ pub enum ConnectError {
     BadServerInfo(&'static str),
     #[error("WebSocket: {0}")]
     WebSocket(String),
-    #[error("handshake: {0}")]
+    #[error("handshake failed")]
     Handshake(#[from] HandshakeError),
-    #[error("transport: {0}")]
+    #[error("transport failed")]
     Transport(#[from] TransportError),
     #[error("server closed the connection with code {code:?}: {reason}")]
     Closed { code: Option<u16>, reason: String },
@@ -346,7 +346,10 @@ pub async fn connect_with_info(
     }
 }
 
-async fn receive_binary(socket: &mut Socket) -> Result<Vec<u8>, ConnectError> {
+async fn receive_binary<S>(socket: &mut S) -> Result<Vec<u8>, ConnectError>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
     loop {
         match socket.next().await {
             Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
@@ -458,6 +461,21 @@ impl Connection {
         &mut self.socket
     }
 
+    /// Separate sending and receiving halves, e.g. to pipeline from one task while
+    /// another reads.
+    pub fn split(self) -> (ConnectionSender, ConnectionReceiver) {
+        let (sink, stream) = self.socket.split();
+        let (sender, receiver) = self.transport.split();
+        (
+            ConnectionSender { sink, sender },
+            ConnectionReceiver {
+                stream,
+                receiver,
+                pending: self.pending,
+            },
+        )
+    }
+
     /// Closes with 1000 and waits (bounded) for the server's close reply.
     pub async fn close(mut self) -> Result<(), ConnectError> {
         let closing = async {
@@ -471,6 +489,54 @@ impl Connection {
         tokio::time::timeout(Duration::from_secs(5), closing)
             .await
             .unwrap_or(Err(ConnectError::Timeout(Duration::from_secs(5))))
+    }
+}
+
+/// Sending half of a split [`Connection`].
+pub struct ConnectionSender {
+    sink: futures_util::stream::SplitSink<Socket, Message>,
+    sender: crate::crypto::TransportSender,
+}
+
+impl ConnectionSender {
+    /// Queues one message without flushing.
+    pub async fn feed(&mut self, message: &ClientMessage) -> Result<(), ConnectError> {
+        let ciphertext = self.sender.seal(&message.to_json())?;
+        self.sink
+            .feed(Message::Binary(ciphertext.into()))
+            .await
+            .map_err(|e| ConnectError::WebSocket(e.to_string()))
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<(), ConnectError> {
+        self.feed(message).await?;
+        self.flush().await
+    }
+
+    pub async fn flush(&mut self) -> Result<(), ConnectError> {
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| ConnectError::WebSocket(e.to_string()))
+    }
+}
+
+/// Receiving half of a split [`Connection`].
+pub struct ConnectionReceiver {
+    stream: futures_util::stream::SplitStream<Socket>,
+    receiver: crate::crypto::TransportReceiver,
+    pending: VecDeque<ServerMessage>,
+}
+
+impl ConnectionReceiver {
+    /// The next message from the server; a close is [`ConnectError::Closed`].
+    pub async fn recv(&mut self) -> Result<ServerMessage, ConnectError> {
+        if let Some(m) = self.pending.pop_front() {
+            return Ok(m);
+        }
+        let ciphertext = receive_binary(&mut self.stream).await?;
+        let plaintext = self.receiver.open(&ciphertext)?;
+        serde_json::from_slice(&plaintext).map_err(|e| ConnectError::Protocol(e.to_string()))
     }
 }
 
