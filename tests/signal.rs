@@ -101,7 +101,9 @@ async fn recv(c: &mut Connection) -> ServerMessage {
 }
 
 async fn ping(c: &mut Connection, id: u64) {
-    c.send(&ClientMessage::Ping { id: id.into() }).await.unwrap();
+    c.send(&ClientMessage::Ping { id: id.into() })
+        .await
+        .unwrap();
     assert_eq!(recv(c).await, ServerMessage::Pong { id: id.into() });
 }
 
@@ -200,7 +202,10 @@ fn handshake_matrix_and_security_counters() {
         send_binary(&mut ws, m1).await;
         assert_eq!(close_code(&mut ws).await, Some(4400));
         let m = metrics(&d).await;
-        assert_eq!(handshakes(&m, "unknown", "unknown", "unknown", "malformed"), 1);
+        assert_eq!(
+            handshakes(&m, "unknown", "unknown", "unknown", "malformed"),
+            1
+        );
     });
 }
 
@@ -310,9 +315,7 @@ fn replayed_ik_message1_cannot_displace_the_device() {
         assert_eq!(close_code(&mut replay).await, Some(4408));
 
         // The real session is still registered and serving.
-        let mut other = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut other = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         other
             .send(&ClientMessage::Lookup {
                 device: device_id(&secret),
@@ -554,20 +557,23 @@ fn two_devices_signal_relay_lookup_and_certify() {
 fn five_thousand_pipelined_pings_cross_the_rekey_in_order() {
     let d = Daemon::start("");
     runtime().block_on(async {
-        let c = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let c = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         let (mut tx, mut rx) = c.split();
         const N: u64 = 5_000;
         let sending = async {
             for id in 1..=N {
-                tx.feed(&ClientMessage::Ping { id: id.into() }).await.unwrap();
+                tx.feed(&ClientMessage::Ping { id: id.into() })
+                    .await
+                    .unwrap();
             }
             tx.flush().await.unwrap();
         };
         let receiving = async {
             for id in 1..=N {
-                let m = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
+                let m = tokio::time::timeout(WAIT, rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 assert_eq!(m, ServerMessage::Pong { id: id.into() });
             }
         };
@@ -579,12 +585,8 @@ fn five_thousand_pipelined_pings_cross_the_rekey_in_order() {
 fn request_limits_answer_errors_and_keep_the_session() {
     let d = Daemon::start("[limits]\nrelay_bytes_per_second = 32768\n");
     runtime().block_on(async {
-        let mut a = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let mut b = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = connect(&d.base(), ConnectOptions::default()).await.unwrap();
+        let mut b = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         let idb = b.device_id.clone();
 
         a.send(&ClientMessage::Signal {
@@ -639,24 +641,18 @@ fn request_limits_answer_errors_and_keep_the_session() {
 fn transport_violations_close_the_session() {
     let d = Daemon::start("");
     runtime().block_on(async {
-        let mut c = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut c = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         c.socket_mut()
             .send(Message::Text("hi".into()))
             .await
             .unwrap();
         assert_eq!(close_code(c.socket_mut()).await, Some(4400));
 
-        let mut c = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut c = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         send_binary(c.socket_mut(), vec![0u8; 65_552]).await;
         assert_eq!(close_code(c.socket_mut()).await, Some(4400));
 
-        let mut c = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut c = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         send_binary(c.socket_mut(), vec![0u8; 64]).await;
         assert_eq!(close_code(c.socket_mut()).await, Some(4401));
 
@@ -711,18 +707,14 @@ fn newer_session_replaces_the_older_one() {
 fn idle_sessions_close_with_4408_and_keepalives_count() {
     let d = Daemon::start("[session]\nttl_seconds = 1\n");
     runtime().block_on(async {
-        let mut alive = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut alive = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(400)).await;
             alive.keepalive().await.unwrap();
         }
         ping(&mut alive, 1).await;
 
-        let mut idle = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut idle = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         assert_eq!(
             closed_with(tokio::time::timeout(WAIT, idle.recv()).await.unwrap()).await,
             Some(4408)
@@ -734,13 +726,10 @@ fn idle_sessions_close_with_4408_and_keepalives_count() {
 
 #[test]
 fn connect_rate_limit_and_session_cap() {
-    let d = Daemon::start(
-        "[limits]\nconnect_rate_per_ip = 1\nconnect_burst = 3\nmax_sessions = 1\n",
-    );
+    let d =
+        Daemon::start("[limits]\nconnect_rate_per_ip = 1\nconnect_burst = 3\nmax_sessions = 1\n");
     runtime().block_on(async {
-        let first = connect(&d.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let first = connect(&d.base(), ConnectOptions::default()).await.unwrap();
         let err = connect(&d.base(), ConnectOptions::default())
             .await
             .unwrap_err();

@@ -19,8 +19,8 @@ use super::http::{ClientError, fetch_server_info, http_client, join};
 use crate::crypto::handshake::DEFAULT_PROLOGUE;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::crypto::{
-    ClientHandshake, ClientParams, HandshakeError, Pattern, ServerHello, Transport,
-    TransportError, Version,
+    ClientHandshake, ClientParams, HandshakeError, Pattern, ServerHello, Transport, TransportError,
+    Version,
 };
 use crate::http::server_info::ServerInfo;
 use crate::signal::messages::{ClientMessage, ServerMessage};
@@ -251,9 +251,11 @@ pub fn client_params(
     device_secret: Zeroizing<[u8; 32]>,
 ) -> Result<ClientParams, ConnectError> {
     let key = match options.key_version {
-        Some(v) => info.noise_keys.iter().find(|k| k.version == v).ok_or_else(|| {
-            ConnectError::NoKey(format!(" with version {v}"))
-        })?,
+        Some(v) => info
+            .noise_keys
+            .iter()
+            .find(|k| k.version == v)
+            .ok_or_else(|| ConnectError::NoKey(format!(" with version {v}")))?,
         None => info
             .noise_keys
             .last()

@@ -141,7 +141,10 @@ fn classify(item: Option<Result<Message, axum::Error>>) -> Frame {
         Some(Ok(Message::Text(_))) => Frame::Text,
         Some(Ok(Message::Ping(_) | Message::Pong(_))) => Frame::Control,
         Some(Ok(Message::Close(_))) | None => Frame::Gone,
-        Some(Err(e)) => match e.into_inner().downcast::<tokio_tungstenite::tungstenite::Error>() {
+        Some(Err(e)) => match e
+            .into_inner()
+            .downcast::<tokio_tungstenite::tungstenite::Error>()
+        {
             Ok(e) if matches!(*e, tokio_tungstenite::tungstenite::Error::Capacity(_)) => {
                 Frame::TooLarge
             }
@@ -353,7 +356,10 @@ async fn run_session(
     }
     drop(outbound);
     let mut writer = writer;
-    if tokio::time::timeout(CLOSE_LINGER, &mut writer).await.is_err() {
+    if tokio::time::timeout(CLOSE_LINGER, &mut writer)
+        .await
+        .is_err()
+    {
         writer.abort();
     } else if wait_for_reply {
         linger(&mut stream).await;

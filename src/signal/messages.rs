@@ -146,11 +146,13 @@ mod tests {
             .to_json(),
         )
         .unwrap();
-        assert_eq!(text, r#"{"type":"welcome","session_id":"s","device_id":"d"}"#);
-        let text = String::from_utf8(
-            ServerMessage::error(ErrorCode::PeerOffline, "no session").to_json(),
-        )
-        .unwrap();
+        assert_eq!(
+            text,
+            r#"{"type":"welcome","session_id":"s","device_id":"d"}"#
+        );
+        let text =
+            String::from_utf8(ServerMessage::error(ErrorCode::PeerOffline, "no session").to_json())
+                .unwrap();
         assert_eq!(
             text,
             r#"{"type":"error","code":"peer_offline","detail":"no session"}"#

@@ -135,9 +135,11 @@ async fn connect(
 ) -> Response {
     if !hub.allow_connect(&state, peer) {
         state.metrics.connect_rate_limited.inc();
-        let mut response =
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "too many connection attempts")
-                .into_response();
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many connection attempts",
+        )
+        .into_response();
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
