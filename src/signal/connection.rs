@@ -468,8 +468,8 @@ impl Reader<'_> {
                 *registered = Some(self.register(session.device_id()));
             }
             let action = session.handle_plaintext(&plaintext, std::time::Instant::now());
-            if self.perform(session, action).await.is_err() {
-                return Ending::Gone;
+            if let Err(ending) = self.perform(session, action, idle).await {
+                return ending;
             }
         }
     }
@@ -497,8 +497,15 @@ impl Reader<'_> {
         self.violation(e.label(), e.close_code())
     }
 
-    /// Carries out one action; `Err` when this session's writer is gone.
-    async fn perform(&self, session: &mut Session, action: Action) -> Result<(), ()> {
+    /// Carries out one action. A reply waits for room in the outbound queue (this is
+    /// the backpressure), but not longer than the idle timeout: a client that sends
+    /// without ever reading is as good as idle.
+    async fn perform(
+        &self,
+        session: &mut Session,
+        action: Action,
+        idle: Duration,
+    ) -> Result<(), Ending> {
         let reply = match action {
             Action::Reply(message) => message,
             Action::Forward {
@@ -526,12 +533,19 @@ impl Reader<'_> {
                 online: self.hub.registry.is_online(&device),
                 device,
             },
-            Action::Certify => self.certify(session.device_id()).await?,
+            Action::Certify => self
+                .certify(session.device_id())
+                .await
+                .map_err(|()| Ending::Close(1011, "internal error"))?,
         };
-        self.outbound
-            .send(reply.to_json().into())
-            .await
-            .map_err(|_| ())
+        match tokio::time::timeout(idle, self.outbound.send(reply.to_json().into())).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::Gone),
+            Err(_) => {
+                self.state.metrics.sessions_timed_out.inc();
+                Err(Ending::Close(4408, "client is not reading"))
+            }
+        }
     }
 
     /// ML-DSA-65 signing takes about a millisecond: off the runtime's workers.

@@ -68,7 +68,12 @@ pub struct IpLimiter {
     buckets: HashMap<IpAddr, TokenBucket>,
     overflow: Option<TokenBucket>,
     capacity: usize,
+    /// Pruning scans the whole table: at most once per [`PRUNE_INTERVAL`].
+    last_prune: Option<Instant>,
 }
+
+/// Least time between two scans of a full table.
+pub const PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Default for IpLimiter {
     fn default() -> Self {
@@ -82,6 +87,7 @@ impl IpLimiter {
             buckets: HashMap::new(),
             overflow: None,
             capacity: capacity.max(1),
+            last_prune: None,
         }
     }
 
@@ -92,8 +98,12 @@ impl IpLimiter {
         if let Some(bucket) = self.buckets.get_mut(&key) {
             return bucket.take(1.0, rate, burst, now);
         }
-        if self.buckets.len() >= self.capacity {
+        let prune_due = self
+            .last_prune
+            .is_none_or(|t| now.saturating_duration_since(t) >= PRUNE_INTERVAL);
+        if self.buckets.len() >= self.capacity && prune_due {
             self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
+            self.last_prune = Some(now);
         }
         if self.buckets.len() >= self.capacity {
             return self
