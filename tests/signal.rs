@@ -779,3 +779,98 @@ fn cli_connect_prints_the_session() {
     let m = runtime().block_on(metrics(&d));
     assert_eq!(handshakes(&m, "IK", "1", "true", "ok"), 1);
 }
+
+/// A CLI child that is killed and reaped however the test ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(rx: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {wanted:?}");
+}
+
+#[test]
+fn cli_chat_carries_lines_between_two_devices() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let d = Daemon::start("");
+    let dir = common::temp_dir("chat");
+    let key = |name: &str| dir.join(name).display().to_string();
+    let id_of = |key_file: String| {
+        let mut cmd = Command::new(common::CLI);
+        cmd.args(["connect", &d.base(), "--key-file", &key_file]);
+        let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(30));
+        assert!(status.success(), "{stderr}");
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("device_id="))
+            .unwrap()
+            .to_string()
+    };
+    let (ida, idb) = (id_of(key("a.key")), id_of(key("b.key")));
+    assert_eq!(ida, id_of(key("a.key")), "the key file gives a stable id");
+
+    let chat = |to: &str, key_file: String, pattern: &str| {
+        Child(
+            Command::new(common::CLI)
+                .args(["chat", &d.base(), "--to", to, "--key-file", &key_file])
+                .args(["--pattern", pattern])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut b = chat(&ida, key("b.key"), "ik");
+    let b_out = stdout_lines(&mut b.0);
+    wait_for_line(&b_out, &format!("device_id={idb}"));
+    let mut a = chat(&idb, key("a.key"), "xk");
+    let a_out = stdout_lines(&mut a.0);
+    wait_for_line(&a_out, &format!("device_id={ida}"));
+    let mut a_in = a.0.stdin.take().unwrap();
+    writeln!(a_in, "hello over the server\n/relay raw bytes").unwrap();
+    a_in.flush().unwrap();
+    assert_eq!(
+        wait_for_line(&b_out, "hello"),
+        format!("{ida}: hello over the server")
+    );
+    assert_eq!(
+        wait_for_line(&b_out, "[relay]"),
+        format!("{ida} [relay]: raw bytes")
+    );
+    let mut b_in = b.0.stdin.take().unwrap();
+    writeln!(b_in, "hi back").unwrap();
+    b_in.flush().unwrap();
+    assert_eq!(wait_for_line(&a_out, "hi back"), format!("{idb}: hi back"));
+    drop(a_in);
+    drop(b_in);
+    let _ = std::fs::remove_dir_all(&dir);
+}

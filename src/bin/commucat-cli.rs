@@ -205,9 +205,6 @@ async fn connect_once(url: &str, args: &HandshakeArgs, timeout: Duration) -> Res
 
 async fn chat(url: &str, to: &str, args: &HandshakeArgs, timeout: Duration) -> Result<()> {
     let options = args.options(timeout)?;
-    if let Some(secret) = &options.device_secret {
-        eprintln!("device_id={}", device_id(secret));
-    }
     let mut connection = connect(url, options)
         .await
         .with_context(|| format!("connect to {url}"))?;
