@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use commucat::client::connect::{ConnectOptions, connect, device_id, load_or_create_device_key};
+use commucat::client::connect::{ConnectOptions, connect, load_or_create_device_key};
 use commucat::client::http::{fetch_assist, fetch_server_info, http_client};
 use commucat::crypto::{Pattern, Version};
 use commucat::keys::KemKeys;
