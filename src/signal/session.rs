@@ -339,6 +339,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the session answers without panicking, and only
+        /// with a reply, a forward, a lookup or a certificate request.
+        #[test]
+        fn arbitrary_plaintext_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let mut s = Session::new(dev('a'), 262_144, Instant::now());
+            let _ = s.handle_plaintext(&bytes, Instant::now());
+        }
+
+        #[test]
+        fn arbitrary_typed_json_never_panics(
+            kind in "(ping|signal|relay|lookup|certify|x)",
+            to in "[0-9a-fA-F]{0,70}",
+            data in "[A-Za-z0-9+/=]{0,64}",
+            id in proptest::num::i64::ANY,
+        ) {
+            let text = json!({"type": kind, "to": to, "device": to, "data": data, "id": id, "body": {"k": data}});
+            let mut s = Session::new(dev('a'), 262_144, Instant::now());
+            let action = s.handle_plaintext(text.to_string().as_bytes(), Instant::now());
+            if let Action::Forward { to: target, .. } = action {
+                proptest::prop_assert!(is_device_id(&target));
+                proptest::prop_assert_eq!(target.clone(), target.to_ascii_lowercase());
+            }
+        }
+    }
+
     #[test]
     fn certificate_signs_the_contract_text() {
         let m = certificate("example.org", &dev('a'), 0, 86_400, |text| {
