@@ -7,7 +7,8 @@
 //!    connecting, handshaking, reading the welcome and closing;
 //! 3. responsiveness: `/healthz` latency sampled every 20 ms before and during the load.
 //!
-//! `cargo bench --bench handshake_load`. The client runs in this process on the same
+//! `cargo bench --bench handshake_load`; `LOAD_DAEMON=/path/to/commucat` runs another
+//! build of the daemon. The client runs in this process on the same
 //! machine, so the handshake rate is shared CPU between client and server crypto.
 //! Raises RLIMIT_NOFILE to the hard limit (10 000 sessions need about 10 000 fds on
 //! each side).
@@ -75,7 +76,10 @@ level = \"warn,commucat::daemon=info\"
 fn start_daemon(dir: &std::path::Path) -> Server {
     use std::io::{BufRead, BufReader};
     std::fs::write(dir.join("commucat.toml"), CONFIG).expect("config");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_commucat"))
+    // `LOAD_DAEMON` runs another build of the daemon (A/B comparisons).
+    let bin =
+        std::env::var("LOAD_DAEMON").unwrap_or_else(|_| env!("CARGO_BIN_EXE_commucat").into());
+    let mut child = Command::new(bin)
         .arg("--config")
         .arg(dir.join("commucat.toml"))
         .current_dir(dir)
