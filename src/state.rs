@@ -13,6 +13,7 @@ use crate::fec::FecPlanCache;
 use crate::http::assist::StaticAdvice;
 use crate::http::server_info;
 use crate::ice::turn::TurnServer;
+use crate::keys::device::DeviceKeyPool;
 use crate::keys::rotation;
 use crate::keys::store::{KeyStore, KeyStoreError};
 use crate::keys::{KemKeys, NoiseKeyRing, StaticKeys};
@@ -56,6 +57,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
+    pub device_keys: DeviceKeyPool,
     store: KeyStore,
     keys: ArcSwap<KeySnapshot>,
     /// Serializes rotations: the rotation task and tests must not interleave writes.
@@ -84,6 +86,7 @@ impl AppState {
         );
         let state = Arc::new(Self {
             static_advice,
+            device_keys: DeviceKeyPool::default(),
             config,
             endpoints,
             static_keys,

@@ -11,7 +11,6 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::problem::Problem;
 use super::server_info::MAX_BODY_BYTES;
@@ -453,13 +452,12 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
         .rev()
         .find(|k| k.usable_at(now))
         .ok_or_else(|| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "no usable Noise key"))?;
-    let device = StaticSecret::random_from_rng(&mut rand::rng());
-    let device_public = PublicKey::from(&device);
+    let device = state.device_keys.take();
     Ok(NoiseAdvice {
         pattern: "XK",
         prologue_hex: hex::encode(state.config.crypto.prologue.as_bytes()),
-        device_seed_hex: hex::encode(device.as_bytes()),
-        static_public_hex: hex::encode(device_public.as_bytes()),
+        device_seed_hex: hex::encode(*device.secret),
+        static_public_hex: hex::encode(device.public),
         server_static_public_hex: key.public_hex(),
         key_version: key.version,
     })
