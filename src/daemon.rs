@@ -120,6 +120,17 @@ pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>)
         };
         format!("{ws}/api/connect")
     };
+    let public_host_port = url::Url::parse(&public_url)
+        .ok()
+        .map(|u| {
+            let host = u
+                .host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            (host, u.port_or_known_default().unwrap_or(0))
+        })
+        .unwrap_or_default();
     let advertised: Vec<SocketAddr> = match &config.ice.lite_public_address {
         Some(public) if config.ice.lite_enabled => public.clone(),
         _ => stun_addrs.clone(),
@@ -142,6 +153,7 @@ pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>)
         http,
         public_url,
         connect_url,
+        public_host_port,
         stun_addrs,
         stun_urls,
         candidate_addrs,

@@ -32,6 +32,8 @@ pub struct Endpoints {
     pub http: SocketAddr,
     pub public_url: String,
     pub connect_url: String,
+    /// Host and port of `public_url`, as listed in assist `transports`.
+    pub public_host_port: (String, u16),
     pub stun_addrs: Vec<SocketAddr>,
     /// `stun:host:port` URLs clients should use (public addresses when configured).
     pub stun_urls: Vec<String>,

@@ -536,19 +536,7 @@ fn transport_profile(kind: TransportKind) -> (&'static str, &'static str, &'stat
 }
 
 fn transports(state: &AppState, prefer_reality: bool) -> Vec<TransportAdvice> {
-    let url = url::Url::parse(&state.endpoints.public_url).ok();
-    let (address, port) = url
-        .as_ref()
-        .map(|u| {
-            (
-                u.host_str()
-                    .unwrap_or_default()
-                    .trim_matches(['[', ']'])
-                    .to_string(),
-                u.port_or_known_default().unwrap_or(0),
-            )
-        })
-        .unwrap_or_default();
+    let (address, port) = state.endpoints.public_host_port.clone();
     let (resistance, latency, throughput) = transport_profile(TransportKind::Websocket);
     let mut list = vec![TransportAdvice {
         path_id: SERVER_PATH_ID.into(),
