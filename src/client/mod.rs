@@ -1,1 +1,3 @@
 //! client/mod
+pub mod stun;
+pub mod stun_load;

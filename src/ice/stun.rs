@@ -171,6 +171,12 @@ impl<'a> Frame<'a> {
     /// Checks header, length, magic cookie, attribute framing and FINGERPRINT.
     /// `None` means "not STUN": the datagram is dropped silently.
     fn parse(packet: &'a [u8]) -> Option<Self> {
+        Self::parse_checked(packet, true)
+    }
+
+    /// `check_fingerprint = false` accepts a wrong FINGERPRINT value (a client
+    /// reports it instead of discarding the message).
+    fn parse_checked(packet: &'a [u8], check_fingerprint: bool) -> Option<Self> {
         let header: &[u8; HEADER_LEN] = packet.get(..HEADER_LEN)?.try_into().ok()?;
         let msg_type = u16::from_be_bytes([header[0], header[1]]);
         let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
@@ -212,7 +218,7 @@ impl<'a> Frame<'a> {
             if kind == attr::FINGERPRINT {
                 if value_len != 4 {
                     frame.malformed_known = true;
-                } else if !fingerprint_matches(&packet[..offset], value) {
+                } else if check_fingerprint && !fingerprint_matches(&packet[..offset], value) {
                     return None;
                 }
                 frame.has_fingerprint = true;
@@ -667,7 +673,7 @@ fn integrity_matches(packet: &[u8], integrity: IntegrityAttr<'_>, key: &[u8]) ->
 
 /// Verifies a message's integrity attribute of `kind` with `key` (used by the client).
 pub fn verify_integrity(message: &[u8], kind: IntegrityKind, key: &[u8]) -> bool {
-    let Some(frame) = Frame::parse(message) else {
+    let Some(frame) = Frame::parse_checked(message, false) else {
         return false;
     };
     match frame.integrity {
@@ -708,7 +714,28 @@ fn fingerprint_matches(prefix: &[u8], value: &[u8]) -> bool {
 
 /// Whether a STUN message carries FINGERPRINT with a correct value.
 pub fn has_valid_fingerprint(message: &[u8]) -> bool {
-    Frame::parse(message).is_some_and(|f| f.has_fingerprint && !f.malformed_known)
+    fingerprint_status(message) == Some(true)
+}
+
+/// `None` if a well-framed message has no FINGERPRINT (or is not well-framed),
+/// else whether its FINGERPRINT is correct.
+pub fn fingerprint_status(message: &[u8]) -> Option<bool> {
+    // Well-framed also means that a FINGERPRINT, if any, is the last attribute.
+    Frame::parse_checked(message, false)?;
+    let mut offset = HEADER_LEN;
+    for (kind, value) in attributes(message) {
+        if kind == attr::FINGERPRINT {
+            return Some(fingerprint_matches(message.get(..offset)?, value));
+        }
+        offset += 4 + value.len().next_multiple_of(4);
+    }
+    None
+}
+
+/// Whether `message` is a well-framed STUN message (header, length, attribute
+/// framing); FINGERPRINT is not checked.
+pub fn is_well_framed(message: &[u8]) -> bool {
+    Frame::parse_checked(message, false).is_some()
 }
 
 const CRC32_TABLE: [u32; 256] = crc32_table();
@@ -1421,6 +1448,19 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i);
         }
+    }
+
+    #[test]
+    fn fingerprint_status_reports_absent_valid_and_invalid() {
+        let mut m = request(msg_type::BINDING_SUCCESS);
+        assert_eq!(fingerprint_status(&m), None);
+        append_fingerprint(&mut m);
+        assert_eq!(fingerprint_status(&m), Some(true));
+        let last = m.len() - 1;
+        m[last] ^= 0xFF;
+        assert_eq!(fingerprint_status(&m), Some(false));
+        assert!(is_well_framed(&m));
+        assert!(!is_well_framed(&m[..m.len() - 1]));
     }
 
     #[test]
