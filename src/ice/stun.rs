@@ -27,7 +27,7 @@ use stun_rs::error::StunErrorLevel;
 use stun_rs::methods::BINDING;
 use stun_rs::{
     MessageClass, MessageDecoder, MessageDecoderBuilder, MessageEncoder, MessageEncoderBuilder,
-    StunMessageBuilder, TransactionId,
+    MessageMethod, StunMessageBuilder, TransactionId,
 };
 use subtle::ConstantTimeEq;
 
@@ -278,6 +278,12 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// The 12-bit method, with the class bits taken out (RFC 8489 §5).
+    fn method(&self) -> u16 {
+        let t = self.msg_type;
+        ((t & 0x3E00) >> 2) | ((t & 0x00E0) >> 1) | (t & 0x000F)
+    }
+
     fn is_binding_request(&self) -> bool {
         self.msg_type == msg_type::BINDING_REQUEST
     }
@@ -297,8 +303,14 @@ impl<'a> Frame<'a> {
 
 /// A reply to send, before integrity and FINGERPRINT are appended.
 enum Reply {
-    Success { authenticated: bool },
-    Error { code: u16, unknown: Vec<u16> },
+    Success {
+        authenticated: bool,
+    },
+    Error {
+        method: u16,
+        code: u16,
+        unknown: Vec<u16>,
+    },
 }
 
 /// The ICE-lite STUN responder. Cheap to share (`&self` only).
@@ -366,14 +378,14 @@ impl StunResponder {
         let tid = &frame.transaction_id;
         let fingerprint = frame.has_fingerprint;
         if !frame.is_binding_request() || frame.malformed_known {
-            return self.reply_error(tid, 400, &[], None, fingerprint, out);
+            return self.reply_error(frame, 400, &[], None, fingerprint, out);
         }
         let message = match self.decoder.decode(packet) {
             Ok((message, _)) => message,
             Err(stun_rs::error::StunDecodeError(StunErrorLevel::Attribute(e)))
                 if e.attr_type.is_some() =>
             {
-                return self.reply_error(tid, 400, &[], None, fingerprint, out);
+                return self.reply_error(frame, 400, &[], None, fingerprint, out);
             }
             Err(_) => return Outcome::Dropped,
         };
@@ -381,15 +393,15 @@ impl StunResponder {
             .get::<UserName>()
             .and_then(|a| a.as_user_name().ok());
         if frame.integrity.is_some() && username.is_none() {
-            return self.reply_error(tid, 400, &[], None, fingerprint, out);
+            return self.reply_error(frame, 400, &[], None, fingerprint, out);
         }
         let unknown = unknown_comprehension_required(message.attributes());
         if !unknown.is_empty() {
-            return self.reply_error(tid, 420, &unknown, None, fingerprint, out);
+            return self.reply_error(frame, 420, &unknown, None, fingerprint, out);
         }
         let (Some(integrity), Some(username)) = (frame.integrity, username) else {
             if self.require_integrity {
-                return self.reply_error(tid, 400, &[], None, fingerprint, out);
+                return self.reply_error(frame, 400, &[], None, fingerprint, out);
             }
             self.encode(
                 tid,
@@ -405,14 +417,14 @@ impl StunResponder {
         };
         let ufrag = username.as_str().split(':').next().unwrap_or_default();
         let Some(password) = password_if_valid(&self.secret, ufrag, now_unix) else {
-            return self.reply_error(tid, 401, &[], None, fingerprint, out);
+            return self.reply_error(frame, 401, &[], None, fingerprint, out);
         };
         if !integrity_matches(packet, integrity, password.as_bytes()) {
-            return self.reply_error(tid, 401, &[], None, fingerprint, out);
+            return self.reply_error(frame, 401, &[], None, fingerprint, out);
         }
         let key = Some((integrity.kind, password.as_bytes()));
         if frame.has_ice_controlled {
-            return self.reply_error(tid, 487, &[], key, fingerprint, out);
+            return self.reply_error(frame, 487, &[], key, fingerprint, out);
         }
         self.encode(
             tid,
@@ -429,7 +441,7 @@ impl StunResponder {
 
     fn reply_error(
         &self,
-        tid: &[u8; 12],
+        frame: &Frame<'_>,
         code: u16,
         unknown: &[u16],
         key: Option<(IntegrityKind, &[u8])>,
@@ -437,12 +449,13 @@ impl StunResponder {
         out: &mut Vec<u8>,
     ) -> Outcome {
         let reply = Reply::Error {
+            method: frame.method(),
             code,
             unknown: unknown.to_vec(),
         };
         // The source address is not part of an error reply.
         let unused = SocketAddr::from(([0, 0, 0, 0], 0));
-        self.encode(tid, unused, reply, key, fingerprint, out);
+        self.encode(&frame.transaction_id, unused, reply, key, fingerprint, out);
         match code {
             400 => Outcome::BadRequest,
             401 => Outcome::AuthFailure,
@@ -474,8 +487,14 @@ impl StunResponder {
                     builder
                 }
             }
-            Reply::Error { code, unknown } => {
-                let mut builder = StunMessageBuilder::new(BINDING, MessageClass::ErrorResponse);
+            Reply::Error {
+                method,
+                code,
+                unknown,
+            } => {
+                // A request of another method gets its error in that method.
+                let method = MessageMethod::try_from(method).unwrap_or(BINDING);
+                let mut builder = StunMessageBuilder::new(method, MessageClass::ErrorResponse);
                 if let Ok(error) = stun_rs::ErrorCode::new(code, reason_phrase(code)) {
                     builder = builder.with_attribute(ErrorCode::from(error));
                 }
@@ -1358,13 +1377,13 @@ mod tests {
     }
 
     #[test]
-    fn other_request_methods_get_400() {
+    fn other_request_methods_get_400_in_their_method() {
+        // Allocate request (0x0003) → Allocate error response (0x0113).
         let (outcome, reply) = run(&responder(false), &request(0x0003), v4());
         assert_eq!(outcome, Outcome::BadRequest);
-        assert_eq!(
-            u16::from_be_bytes([reply[0], reply[1]]),
-            msg_type::BINDING_ERROR
-        );
+        assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), 0x0113);
+        let (_, reply) = run(&responder(false), &request(0x3EEF), v4());
+        assert_eq!(u16::from_be_bytes([reply[0], reply[1]]), 0x3FFF);
     }
 
     #[test]

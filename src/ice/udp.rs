@@ -228,6 +228,13 @@ impl StunServer {
         })
     }
 
+    /// Moves one datagram per system call instead of batches (the only mode off
+    /// Linux); for comparison and troubleshooting.
+    pub fn portable_io(mut self) -> Self {
+        self.mode = IoMode::Portable;
+        self
+    }
+
     /// The distinct addresses bound (with the actual ports when 0 was asked for).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         let mut addrs: Vec<SocketAddr> = self
@@ -728,7 +735,9 @@ mod tests {
 
     async fn start(addr: &str, limits: RateLimitConfig, mode: IoMode) -> Running {
         let mut server = StunServer::bind(&[addr.parse().unwrap()], 2).expect("bind");
-        server.mode = mode;
+        if mode == IoMode::Portable {
+            server = server.portable_io();
+        }
         let addr = server.local_addrs()[0];
         let readiness = server.readiness();
         let secret = IceSecret::from_bytes([5u8; 32]);
