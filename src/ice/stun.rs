@@ -15,6 +15,22 @@
 //! Integrity (HMAC-SHA1 and HMAC-SHA256) and FINGERPRINT are computed here so that
 //! the short-term key (the ICE password) is only ever held in zeroizing storage and
 //! MACs are compared in constant time.
+//!
+//! Where PROTOCOL.md §3 is silent, this module decides (and the tests pin down):
+//! - A request of another method than Binding gets 400, as an error response of its
+//!   own method.
+//! - FINGERPRINT with a wrong CRC, or followed by another attribute, means "not STUN"
+//!   (RFC 7983 demultiplexing): dropped. A FINGERPRINT whose length is not 4 is a
+//!   malformed known attribute: 400.
+//! - Attributes after MESSAGE-INTEGRITY are ignored except MESSAGE-INTEGRITY-SHA256
+//!   and FINGERPRINT, those after MESSAGE-INTEGRITY-SHA256 except FINGERPRINT
+//!   (RFC 8489 §14.5, §14.6). With both present, the SHA-256 one is checked and used
+//!   in the reply. MESSAGE-INTEGRITY-SHA256 must be the full 32 bytes (ICE agents do
+//!   not truncate; `stun-rs` rejects shorter values), else 400.
+//! - `require_integrity` refuses a request without integrity at the credential step,
+//!   after the 400 and 420 checks.
+//! - A credential is valid up to and including its expiry second.
+//! - IPv4-mapped IPv6 sources (dual-stack sockets) are reported as IPv4.
 
 use std::net::{IpAddr, SocketAddr};
 
