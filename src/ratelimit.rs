@@ -172,7 +172,7 @@ impl SharedRateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::net::Ipv4Addr;
 
     const SEC: u64 = 1_000_000_000;
 
@@ -228,7 +228,7 @@ mod tests {
         assert!(!l.allow(b, 0));
         assert!(l.allow(c, 0));
         let v4: IpAddr = "192.0.2.1".parse().unwrap();
-        let mapped = IpAddr::V6(Ipv6Addr::from(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()));
+        let mapped = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped());
         assert!(l.allow(v4, 0));
         assert!(!l.allow(mapped, 0));
     }

@@ -859,7 +859,7 @@ mod tests {
         m.extend_from_slice(&kind.to_be_bytes());
         m.extend_from_slice(&(value.len() as u16).to_be_bytes());
         m.extend_from_slice(value);
-        while m.len() % 4 != 0 {
+        while !m.len().is_multiple_of(4) {
             m.push(0);
         }
         set_length(m);

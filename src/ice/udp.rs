@@ -864,7 +864,7 @@ mod tests {
         let username = format!("{}:peer", cred.ufrag);
         m.extend_from_slice(&[0x00, 0x06, 0, username.len() as u8]);
         m.extend_from_slice(username.as_bytes());
-        while m.len() % 4 != 0 {
+        while !m.len().is_multiple_of(4) {
             m.push(0);
         }
         m[3] = (m.len() - 20) as u8;
