@@ -24,6 +24,11 @@ const HISTOGRAM_MICROS: usize = 200_000;
 /// Sequence numbers in flight per socket are tracked in a ring of this size.
 const RING: usize = 4096;
 const TID_TAG: [u8; 4] = *b"CCLD";
+/// Datagrams per system call.
+const BATCH: usize = 32;
+/// Receive slot: replies to a 20-byte Binding request are far smaller; longer ones
+/// are truncated, which only matters for the echo baseline (never longer).
+const REPLY_SLOT: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -175,42 +180,65 @@ impl Flow {
         })
     }
 
-    fn send_one(&mut self, tally: &mut Tally) {
-        let seq = self.next_seq;
+    fn request(&self, seq: u32) -> [u8; wire::HEADER_LEN] {
         let mut request = [0u8; wire::HEADER_LEN];
         request[..2].copy_from_slice(&wire::msg_type::BINDING_REQUEST.to_be_bytes());
         request[4..8].copy_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
         request[8..12].copy_from_slice(&TID_TAG);
         request[12..16].copy_from_slice(&self.index.to_be_bytes());
         request[16..20].copy_from_slice(&seq.to_be_bytes());
-        let now = Instant::now();
-        if self.socket.send(&request).is_ok() {
-            self.ring[seq as usize % RING] = Some((seq, now));
-            self.next_seq = seq.wrapping_add(1);
-            self.in_flight += 1;
-            tally.sent += 1;
+        request
+    }
+
+    /// Sends requests until `outstanding` are in flight (or the socket is full).
+    fn top_up(&mut self, outstanding: usize, tally: &mut Tally) {
+        while self.in_flight < outstanding {
+            let need = (outstanding - self.in_flight).min(BATCH);
+            let mut requests = [[0u8; wire::HEADER_LEN]; BATCH];
+            for (k, r) in requests[..need].iter_mut().enumerate() {
+                *r = self.request(self.next_seq.wrapping_add(k as u32));
+            }
+            let sent = batch_io::send(&self.socket, &requests[..need]);
+            let now = Instant::now();
+            for _ in 0..sent {
+                let seq = self.next_seq;
+                self.ring[seq as usize % RING] = Some((seq, now));
+                self.next_seq = seq.wrapping_add(1);
+            }
+            self.in_flight += sent;
+            tally.sent += sent as u64;
+            if sent < need {
+                return;
+            }
         }
     }
 
     /// Reads every waiting reply; returns how many matched a request in flight.
-    fn receive(&mut self, buf: &mut [u8], tally: &mut Tally) -> usize {
+    fn receive(&mut self, bufs: &mut [[u8; REPLY_SLOT]; BATCH], tally: &mut Tally) -> usize {
         let mut matched = 0;
-        while let Ok(len) = self.socket.recv(buf) {
-            let reply = &buf[..len];
-            let Some(seq) = self.sequence_of(reply) else {
-                continue;
-            };
-            let slot = &mut self.ring[seq as usize % RING];
-            let Some((expected, sent_at)) = *slot else {
-                continue;
-            };
-            if expected != seq {
-                continue;
+        let mut lens = [0usize; BATCH];
+        loop {
+            let n = batch_io::recv(&self.socket, bufs, &mut lens);
+            for (buf, &len) in bufs.iter().zip(&lens).take(n) {
+                let reply = &buf[..len];
+                let Some(seq) = self.sequence_of(reply) else {
+                    continue;
+                };
+                let slot = &mut self.ring[seq as usize % RING];
+                let Some((expected, sent_at)) = *slot else {
+                    continue;
+                };
+                if expected != seq {
+                    continue;
+                }
+                *slot = None;
+                self.in_flight -= 1;
+                matched += 1;
+                tally.record(sent_at.elapsed(), is_binding_success(reply));
             }
-            *slot = None;
-            self.in_flight -= 1;
-            matched += 1;
-            tally.record(sent_at.elapsed(), is_binding_success(reply));
+            if n < BATCH {
+                break;
+            }
         }
         if matched > 0 {
             self.last_progress = Instant::now();
@@ -244,15 +272,13 @@ fn is_binding_success(reply: &[u8]) -> bool {
 
 fn drive(mut flows: Vec<Flow>, outstanding: usize, deadline: Instant) -> Tally {
     let mut tally = Tally::new();
-    let mut buf = [0u8; 2048];
+    let mut bufs = [[0u8; REPLY_SLOT]; BATCH];
     while Instant::now() < deadline {
         let mut progress = 0;
         for flow in &mut flows {
             flow.restart_if_stalled();
-            while flow.in_flight < outstanding {
-                flow.send_one(&mut tally);
-            }
-            progress += flow.receive(&mut buf, &mut tally);
+            flow.top_up(outstanding, &mut tally);
+            progress += flow.receive(&mut bufs, &mut tally);
         }
         if progress == 0 {
             wait_readable(&flows, Duration::from_millis(1));
@@ -261,11 +287,114 @@ fn drive(mut flows: Vec<Flow>, outstanding: usize, deadline: Instant) -> Tally {
     let drain_until = Instant::now() + DRAIN;
     while Instant::now() < drain_until && flows.iter().any(|f| f.in_flight > 0) {
         for flow in &mut flows {
-            flow.receive(&mut buf, &mut tally);
+            flow.receive(&mut bufs, &mut tally);
         }
         wait_readable(&flows, Duration::from_millis(1));
     }
     tally
+}
+
+/// Batched send and receive on a connected, non-blocking socket.
+#[cfg(target_os = "linux")]
+mod batch_io {
+    use super::{BATCH, REPLY_SLOT};
+    use std::mem::zeroed;
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    /// Sends `requests` with one `sendmmsg`; returns how many were sent.
+    pub(super) fn send(socket: &UdpSocket, requests: &[[u8; 20]]) -> usize {
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let n = requests.len().min(BATCH);
+        for k in 0..n {
+            iovecs[k] = libc::iovec {
+                iov_base: requests[k].as_ptr() as *mut libc::c_void,
+                iov_len: 20,
+            };
+            headers[k].msg_hdr.msg_iov = &mut iovecs[k];
+            headers[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the headers point at live requests of this frame; the socket is
+        // connected, so no address is needed; the kernel only reads.
+        let sent = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                n as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        usize::try_from(sent).unwrap_or(0)
+    }
+
+    /// Receives up to `BATCH` datagrams with one `recvmmsg`; returns how many.
+    pub(super) fn recv(
+        socket: &UdpSocket,
+        bufs: &mut [[u8; REPLY_SLOT]; BATCH],
+        lens: &mut [usize; BATCH],
+    ) -> usize {
+        // SAFETY: all-zero is a valid value for these plain C structs.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for (k, buf) in bufs.iter_mut().enumerate() {
+            iovecs[k] = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: REPLY_SLOT,
+            };
+            headers[k].msg_hdr.msg_iov = &mut iovecs[k];
+            headers[k].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a live buffer of REPLY_SLOT bytes of this
+        // frame; the kernel writes at most that much into each.
+        let n = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                headers.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        let n = usize::try_from(n).unwrap_or(0);
+        for k in 0..n {
+            lens[k] = (headers[k].msg_len as usize).min(REPLY_SLOT);
+        }
+        n
+    }
+}
+
+/// One datagram per system call.
+#[cfg(not(target_os = "linux"))]
+mod batch_io {
+    use super::{BATCH, REPLY_SLOT};
+    use std::net::UdpSocket;
+
+    pub(super) fn send(socket: &UdpSocket, requests: &[[u8; 20]]) -> usize {
+        requests
+            .iter()
+            .take_while(|r| socket.send(&r[..]).is_ok())
+            .count()
+    }
+
+    pub(super) fn recv(
+        socket: &UdpSocket,
+        bufs: &mut [[u8; REPLY_SLOT]; BATCH],
+        lens: &mut [usize; BATCH],
+    ) -> usize {
+        let mut n = 0;
+        while n < BATCH {
+            match socket.recv(&mut bufs[n]) {
+                Ok(len) => {
+                    lens[n] = len;
+                    n += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        n
+    }
 }
 
 #[cfg(unix)]
