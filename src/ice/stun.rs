@@ -449,7 +449,8 @@ impl StunResponder {
                 authenticated: true,
             },
             key,
-            fingerprint,
+            // The contract lists FINGERPRINT in every authenticated success.
+            true,
             out,
         );
         Outcome::Success
@@ -1156,13 +1157,20 @@ mod tests {
         let (outcome, reply) = run(&r, &m, v4());
         assert_eq!(outcome, Outcome::Success);
         assert_reply_header(&reply, msg_type::BINDING_SUCCESS);
-        let mut want = vec![attr::XOR_MAPPED_ADDRESS, attr::SOFTWARE, kind.attr_type()];
-        if fingerprint {
-            want.push(attr::FINGERPRINT);
-        }
-        assert_eq!(attr_types(&reply), want);
+        // FINGERPRINT whether or not the request had one (PROTOCOL.md §3).
+        let want = vec![
+            attr::XOR_MAPPED_ADDRESS,
+            attr::SOFTWARE,
+            kind.attr_type(),
+            attr::FINGERPRINT,
+        ];
+        assert_eq!(
+            attr_types(&reply),
+            want,
+            "request fingerprint {fingerprint}"
+        );
         assert!(verify_integrity(&reply, kind, cred.password.as_bytes()));
-        assert_eq!(has_valid_fingerprint(&reply), fingerprint);
+        assert!(has_valid_fingerprint(&reply));
         assert_eq!(find(&reply, attr::SOFTWARE), Some(SOFTWARE.as_bytes()));
         let xma = find(&reply, attr::XOR_MAPPED_ADDRESS).unwrap();
         assert_eq!(decode_xor_mapped_address(xma, &TID), Some(v4()));
@@ -1219,6 +1227,7 @@ mod tests {
         let m = ice_check(&cred, IntegrityKind::Sha256, &[], false);
         let (outcome, reply) = run(&r, &m, v4());
         assert_eq!(outcome, Outcome::AuthFailure);
+        // Error replies carry FINGERPRINT only if the request did.
         assert_eq!(attr_types(&reply), vec![attr::ERROR_CODE]);
         // Valid up to and including the embedded expiry second.
         let mut out = Vec::new();
