@@ -118,14 +118,32 @@ impl Drop for ChildServer {
 }
 
 fn free_port() -> u16 {
-    // Two consecutive free ports: coturn also opens PORT+1 for RFC 5780.
+    // Two consecutive free ports, UDP and TCP: coturn listens on both, and on PORT+1
+    // for RFC 5780 unless told otherwise.
     loop {
         let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = a.local_addr().expect("addr").port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        let free = |p: u16| {
+            UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        };
+        drop(a);
+        if port < u16::MAX && free(port) && free(port + 1) {
             return port;
         }
     }
+}
+
+/// Starts a server on a free port, trying again on another port if it never answers.
+fn start(kind: Kind) -> (ChildServer, u16) {
+    for _ in 0..3 {
+        let port = free_port();
+        let child = spawn(kind, port);
+        if wait_until_answering(port) {
+            return (child, port);
+        }
+    }
+    panic!("{} never answered on three ports", kind.name());
 }
 
 fn spawn(kind: Kind, port: u16) -> ChildServer {
@@ -177,7 +195,7 @@ fn spawn(kind: Kind, port: u16) -> ChildServer {
     child
 }
 
-fn wait_until_answering(port: u16) {
+fn wait_until_answering(port: u16) -> bool {
     let probe = UdpSocket::bind("127.0.0.1:0").expect("bind");
     probe
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -189,10 +207,10 @@ fn wait_until_answering(port: u16) {
     while Instant::now() < deadline {
         let _ = probe.send_to(&request, ("127.0.0.1", port));
         if probe.recv(&mut buf).is_ok() {
-            return;
+            return true;
         }
     }
-    panic!("server on port {port} never answered");
+    false
 }
 
 fn measure(
@@ -202,8 +220,7 @@ fn measure(
     secs: f64,
     threads: usize,
 ) -> LoadReport {
-    let port = free_port();
-    let _server = spawn(kind, port);
+    let (_server, port) = start(kind);
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     // Warm-up, discarded.
     stun_load::run(
