@@ -2,7 +2,6 @@
 //! tasks: configuration, keys, TURN secrets, the ICE secret and metrics.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,6 +12,7 @@ use crate::fec::FecPlanCache;
 use crate::http::assist::StaticAdvice;
 use crate::http::server_info;
 use crate::ice::turn::TurnServer;
+use crate::ice::udp::StunReadiness;
 use crate::keys::device::DeviceKeyPool;
 use crate::keys::rotation;
 use crate::keys::store::{KeyStore, KeyStoreError};
@@ -49,6 +49,8 @@ pub struct StateParts {
     pub turn: Vec<TurnServer>,
     pub metrics: Metrics,
     pub store: KeyStore,
+    /// `None` when the ICE-lite responder is disabled.
+    pub stun_readiness: Option<StunReadiness>,
 }
 
 pub struct AppState {
@@ -64,7 +66,7 @@ pub struct AppState {
     keys: ArcSwap<KeySnapshot>,
     /// Serializes rotations: the rotation task and tests must not interleave writes.
     rotate_lock: Mutex<()>,
-    stun_ready: AtomicBool,
+    stun_readiness: Option<StunReadiness>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
             turn,
             metrics,
             store,
+            stun_readiness,
         } = parts;
         let static_advice = StaticAdvice::new(
             static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
@@ -98,7 +101,7 @@ impl AppState {
             store,
             keys: ArcSwap::from_pointee(unpublished),
             rotate_lock: Mutex::new(()),
-            stun_ready: AtomicBool::new(false),
+            stun_readiness,
         });
         state.publish(ring, now);
         state
@@ -143,14 +146,13 @@ impl AppState {
         Ok(true)
     }
 
-    pub fn set_stun_ready(&self, ready: bool) {
-        self.stun_ready.store(ready, Ordering::Release);
-    }
-
     /// Keys loaded and, when the ICE-lite responder is enabled, its sockets serving.
     pub fn is_ready(&self) -> bool {
         let keys_ok = self.keys().ring.newest().is_some();
-        let stun_ok = !self.config.ice.lite_enabled || self.stun_ready.load(Ordering::Acquire);
+        let stun_ok = self
+            .stun_readiness
+            .as_ref()
+            .is_none_or(StunReadiness::is_ready);
         keys_ok && stun_ok
     }
 }

@@ -1,3 +1,5 @@
 //! The client side: what `commucat-cli` and client developers use to talk to a daemon.
 
 pub mod http;
+pub mod stun;
+pub mod stun_load;
