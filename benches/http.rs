@@ -101,6 +101,17 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    let mut keys = c.benchmark_group("device_key");
+    keys.bench_function("x25519_dalek_static_secret", |b| {
+        b.iter(|| {
+            let secret = x25519_dalek::StaticSecret::random_from_rng(&mut rand::rng());
+            x25519_dalek::PublicKey::from(&secret)
+        })
+    });
+    let pool = commucat::keys::device::DeviceKeyPool::default();
+    keys.bench_function("batched_pool", |b| b.iter(|| pool.take()));
+    keys.finish();
 }
 
 criterion_group!(benches, bench);

@@ -11,10 +11,13 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::ice::credentials::IceSecret;
+use crate::ice::stun::StunResponder;
 use crate::ice::turn::TurnServer;
+use crate::ice::udp::{StunMetrics, StunServer};
 use crate::keys::store::{ICE_SECRET_FILE, KeyStore, KeyStoreError};
 use crate::keys::{IdentityKeys, KemKeys, NoiseKeyRing, StaticKeys, configured_kem, rotation};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimitConfig;
 use crate::state::{AppState, Endpoints, StateParts};
 use crate::timefmt::unix_now;
 
@@ -28,6 +31,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Stun(#[from] crate::ice::udp::StunBindError),
     #[error("config error: {0}")]
     Config(String),
 }
@@ -120,6 +125,17 @@ pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>)
         };
         format!("{ws}/api/connect")
     };
+    let public_host_port = url::Url::parse(&public_url)
+        .ok()
+        .map(|u| {
+            let host = u
+                .host_str()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_string();
+            (host, u.port_or_known_default().unwrap_or(0))
+        })
+        .unwrap_or_default();
     let advertised: Vec<SocketAddr> = match &config.ice.lite_public_address {
         Some(public) if config.ice.lite_enabled => public.clone(),
         _ => stun_addrs.clone(),
@@ -142,6 +158,7 @@ pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>)
         http,
         public_url,
         connect_url,
+        public_host_port,
         stun_addrs,
         stun_urls,
         candidate_addrs,
@@ -152,7 +169,8 @@ pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>)
 pub struct Daemon {
     pub state: Arc<AppState>,
     http: TcpListener,
-    stun: Option<crate::ice::udp::StunServer>,
+    stun: Option<StunServer>,
+    stun_metrics: StunMetrics,
 }
 
 impl Daemon {
@@ -183,20 +201,17 @@ impl Daemon {
             source,
         })?;
         let stun = if config.ice.lite_enabled {
-            Some(
-                crate::ice::udp::StunServer::bind(&config.ice.lite_bind, stun_sockets_per_addr())
-                    .map_err(|e| StartError::Bind {
-                    what: "STUN socket",
-                    addr: e.addr,
-                    source: e.source,
-                })?,
-            )
+            Some(StunServer::bind(
+                &config.ice.lite_bind,
+                stun_sockets_per_addr(),
+            )?)
         } else {
             None
         };
         let stun_addrs = stun.as_ref().map(|s| s.local_addrs()).unwrap_or_default();
         let mut metrics = Metrics::new();
-        crate::ice::udp::register_metrics(&mut metrics);
+        let stun_metrics = StunMetrics::new();
+        stun_metrics.register(metrics.registry_mut());
         if keys.rotated_at_start {
             metrics.key_rotations.inc();
         }
@@ -208,11 +223,17 @@ impl Daemon {
                 turn,
                 metrics,
                 store: keys.store,
+                stun_readiness: stun.as_ref().map(StunServer::readiness),
             },
             keys.ring,
             now,
         );
-        Ok(Self { state, http, stun })
+        Ok(Self {
+            state,
+            http,
+            stun,
+            stun_metrics,
+        })
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -220,14 +241,36 @@ impl Daemon {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self { state, http, stun } = self;
+        let Self {
+            state,
+            http,
+            stun,
+            stun_metrics,
+        } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(rotation::run(state.clone(), stop_rx.clone()));
         if let Some(stun) = stun {
-            tasks.spawn(crate::ice::udp::serve(stun, state.clone(), stop_rx.clone()));
+            let ice = &state.config.ice;
+            let responder = Arc::new(StunResponder::new(
+                state.static_keys.ice_secret.clone(),
+                ice.require_integrity,
+            ));
+            let limits = RateLimitConfig {
+                per_second: ice.rate_limit_per_ip,
+                burst: ice.rate_limit_burst,
+                table_size: ice.rate_limit_table_size as usize,
+            };
+            tasks.spawn(stun.run(responder, limits, stun_metrics, stop_rx.clone()));
         }
         let app = crate::http::router(state.clone(), crate::signal::routes());
+        // "ready" means what /readyz means: the socket tasks are serving.
+        for _ in 0..400 {
+            if state.is_ready() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         let endpoints = &state.endpoints;
         tracing::info!(
             http = %endpoints.http,

@@ -2,7 +2,6 @@
 //! tasks: configuration, keys, TURN secrets, the ICE secret and metrics.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -13,6 +12,8 @@ use crate::fec::FecPlanCache;
 use crate::http::assist::StaticAdvice;
 use crate::http::server_info;
 use crate::ice::turn::TurnServer;
+use crate::ice::udp::StunReadiness;
+use crate::keys::device::DeviceKeyPool;
 use crate::keys::rotation;
 use crate::keys::store::{KeyStore, KeyStoreError};
 use crate::keys::{KemKeys, NoiseKeyRing, StaticKeys};
@@ -31,6 +32,8 @@ pub struct Endpoints {
     pub http: SocketAddr,
     pub public_url: String,
     pub connect_url: String,
+    /// Host and port of `public_url`, as listed in assist `transports`.
+    pub public_host_port: (String, u16),
     pub stun_addrs: Vec<SocketAddr>,
     /// `stun:host:port` URLs clients should use (public addresses when configured).
     pub stun_urls: Vec<String>,
@@ -46,6 +49,8 @@ pub struct StateParts {
     pub turn: Vec<TurnServer>,
     pub metrics: Metrics,
     pub store: KeyStore,
+    /// `None` when the ICE-lite responder is disabled.
+    pub stun_readiness: Option<StunReadiness>,
 }
 
 pub struct AppState {
@@ -56,11 +61,12 @@ pub struct AppState {
     pub metrics: Metrics,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
+    pub device_keys: DeviceKeyPool,
     store: KeyStore,
     keys: ArcSwap<KeySnapshot>,
     /// Serializes rotations: the rotation task and tests must not interleave writes.
     rotate_lock: Mutex<()>,
-    stun_ready: AtomicBool,
+    stun_readiness: Option<StunReadiness>,
 }
 
 impl AppState {
@@ -77,6 +83,7 @@ impl AppState {
             turn,
             metrics,
             store,
+            stun_readiness,
         } = parts;
         let static_advice = StaticAdvice::new(
             static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
@@ -84,6 +91,7 @@ impl AppState {
         );
         let state = Arc::new(Self {
             static_advice,
+            device_keys: DeviceKeyPool::default(),
             config,
             endpoints,
             static_keys,
@@ -93,7 +101,7 @@ impl AppState {
             store,
             keys: ArcSwap::from_pointee(unpublished),
             rotate_lock: Mutex::new(()),
-            stun_ready: AtomicBool::new(false),
+            stun_readiness,
         });
         state.publish(ring, now);
         state
@@ -138,14 +146,13 @@ impl AppState {
         Ok(true)
     }
 
-    pub fn set_stun_ready(&self, ready: bool) {
-        self.stun_ready.store(ready, Ordering::Release);
-    }
-
     /// Keys loaded and, when the ICE-lite responder is enabled, its sockets serving.
     pub fn is_ready(&self) -> bool {
         let keys_ok = self.keys().ring.newest().is_some();
-        let stun_ok = !self.config.ice.lite_enabled || self.stun_ready.load(Ordering::Acquire);
+        let stun_ok = self
+            .stun_readiness
+            .as_ref()
+            .is_none_or(StunReadiness::is_ready);
         keys_ok && stun_ok
     }
 }

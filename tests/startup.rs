@@ -266,3 +266,36 @@ fn cli_server_info_verifies_and_reports_connection_errors() {
     assert!(!status.success());
     assert!(stderr.contains("invalid URL"), "{stderr}");
 }
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("");
+    let body = br#"{"min_paths": 2}"#;
+    let mut stream = std::net::TcpStream::connect(d.http).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /api/p2p/assist HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..5]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    // SIGTERM while the request is half sent.
+    let pid_status = {
+        let mut cmd = Command::new("kill");
+        cmd.args(["-TERM", &d.pid().to_string()]);
+        cmd.status().unwrap()
+    };
+    assert!(pid_status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(&body[5..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"multipath\""));
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+}

@@ -48,6 +48,34 @@ enum Command {
         #[arg(long, value_name = "DEVICE")]
         peer_hint: Option<String>,
     },
+    /// Send a STUN Binding request and print the reflexive address, RTT and checks.
+    Stun {
+        /// HOST:PORT of the STUN server (port 3478 if omitted).
+        target: String,
+        /// ICE ufrag from /api/p2p/assist, for an authenticated check.
+        #[arg(long, requires = "password")]
+        ufrag: Option<String>,
+        /// ICE password from /api/p2p/assist.
+        #[arg(long, requires = "ufrag")]
+        password: Option<String>,
+        /// Use MESSAGE-INTEGRITY-SHA256 instead of MESSAGE-INTEGRITY.
+        #[arg(long, requires = "ufrag")]
+        sha256: bool,
+    },
+    /// Load a STUN server on this machine with Binding requests (loopback only, bounded).
+    BenchStun {
+        /// Loopback IP:PORT of the STUN server.
+        target: std::net::SocketAddr,
+        #[arg(long, default_value_t = 8)]
+        sockets: usize,
+        /// Requests in flight per socket.
+        #[arg(long, default_value_t = 32)]
+        outstanding: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
     /// Run the hybrid handshake on /api/connect and print the session.
     Connect {
         url: String,
@@ -140,6 +168,43 @@ async fn run(cli: Cli) -> Result<()> {
     let timeout = Duration::from_secs(cli.timeout.max(1));
     match cli.command {
         Command::GeneratePqKeys => generate_pq_keys(),
+        Command::Stun {
+            target,
+            ufrag,
+            password,
+            sha256,
+        } => {
+            let creds = ufrag.zip(password);
+            let report = commucat::client::stun::probe(&target, creds, sha256, timeout).await?;
+            println!("{report}");
+            if report.reflexive.is_none()
+                || report.integrity == Some(false)
+                || report.fingerprint == Some(false)
+            {
+                anyhow::bail!("STUN check did not pass");
+            }
+            Ok(())
+        }
+        Command::BenchStun {
+            target,
+            sockets,
+            outstanding,
+            seconds,
+            threads,
+        } => {
+            let report = tokio::task::spawn_blocking(move || {
+                commucat::client::stun_load::run(
+                    target,
+                    sockets,
+                    outstanding,
+                    Duration::from_secs(seconds),
+                    threads,
+                )
+            })
+            .await??;
+            println!("{report}");
+            Ok(())
+        }
         Command::ServerInfo { url } => server_info(&url, timeout).await,
         Command::Assist {
             url,

@@ -2,3 +2,5 @@
 
 pub mod connect;
 pub mod http;
+pub mod stun;
+pub mod stun_load;

@@ -11,7 +11,6 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::problem::Problem;
 use super::server_info::MAX_BODY_BYTES;
@@ -453,13 +452,12 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
         .rev()
         .find(|k| k.usable_at(now))
         .ok_or_else(|| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "no usable Noise key"))?;
-    let device = StaticSecret::random_from_rng(&mut rand::rng());
-    let device_public = PublicKey::from(&device);
+    let device = state.device_keys.take();
     Ok(NoiseAdvice {
         pattern: "XK",
         prologue_hex: hex::encode(state.config.crypto.prologue.as_bytes()),
-        device_seed_hex: hex::encode(device.as_bytes()),
-        static_public_hex: hex::encode(device_public.as_bytes()),
+        device_seed_hex: hex::encode(*device.secret),
+        static_public_hex: hex::encode(device.public),
         server_static_public_hex: key.public_hex(),
         key_version: key.version,
     })
@@ -538,19 +536,7 @@ fn transport_profile(kind: TransportKind) -> (&'static str, &'static str, &'stat
 }
 
 fn transports(state: &AppState, prefer_reality: bool) -> Vec<TransportAdvice> {
-    let url = url::Url::parse(&state.endpoints.public_url).ok();
-    let (address, port) = url
-        .as_ref()
-        .map(|u| {
-            (
-                u.host_str()
-                    .unwrap_or_default()
-                    .trim_matches(['[', ']'])
-                    .to_string(),
-                u.port_or_known_default().unwrap_or(0),
-            )
-        })
-        .unwrap_or_default();
+    let (address, port) = state.endpoints.public_host_port.clone();
     let (resistance, latency, throughput) = transport_profile(TransportKind::Websocket);
     let mut list = vec![TransportAdvice {
         path_id: SERVER_PATH_ID.into(),

@@ -5,6 +5,7 @@
 //! the public key bundle that `/api/server-info` publishes.
 
 pub mod bundle;
+pub mod device;
 pub mod rotation;
 pub mod store;
 

@@ -138,11 +138,20 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGTERM, then wait (bounded) for a graceful exit.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        sigterm(self.pid());
+        self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// Waits (bounded) for the daemon to exit by itself.
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        unsafe_sigterm(child.id());
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
@@ -150,14 +159,14 @@ impl Daemon {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("daemon ignored SIGTERM");
+                panic!("daemon did not exit in {limit:?}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
 
-fn unsafe_sigterm(pid: u32) {
+fn sigterm(pid: u32) {
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
