@@ -263,7 +263,7 @@ impl Daemon {
             };
             tasks.spawn(stun.run(responder, limits, stun_metrics, stop_rx.clone()));
         }
-        let app = crate::http::router(state.clone(), crate::signal::routes());
+        let app = crate::http::router(state.clone(), crate::signal::routes(&state.config.limits));
         // "ready" means what /readyz means: the socket tasks are serving.
         for _ in 0..400 {
             if state.is_ready() {

@@ -44,6 +44,7 @@ fn main() -> ExitCode {
     }
     init_logging(&config);
     tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "starting");
+    raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,6 +85,28 @@ fn init_logging(config: &Config) {
     match config.log.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Each WebSocket session holds a socket: take the hard open-file limit as the soft one,
+/// so tens of thousands of sessions do not hit the usual soft limit of 1024.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            before == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    if raised {
+        tracing::debug!(open_files = limit.rlim_cur, "open-file limit");
+    } else {
+        tracing::warn!("could not raise the open-file limit; sessions may be refused early");
     }
 }
 

@@ -53,8 +53,8 @@ pub mod registry;
 pub mod session;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -65,10 +65,11 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::sync::Semaphore;
 
+use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::http::problem::Problem;
+use crate::ratelimit::{RateLimitConfig, SharedRateLimiter};
 use crate::state::AppState;
-use limits::IpLimiter;
 use registry::Registry;
 
 /// The WebSocket read buffer: a whole message 1 (about 2.4 KB) fits; idle sessions
@@ -83,17 +84,24 @@ pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Hub {
     pub registry: Registry,
-    ip_limiter: Mutex<IpLimiter>,
+    connect_limiter: SharedRateLimiter,
+    /// Origin of the limiter's monotonic clock.
+    epoch: Instant,
     connections: AtomicUsize,
     handshake_permits: Semaphore,
 }
 
-impl Default for Hub {
-    fn default() -> Self {
+impl Hub {
+    pub fn new(limits: &LimitsConfig) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             registry: Registry::default(),
-            ip_limiter: Mutex::new(IpLimiter::default()),
+            connect_limiter: SharedRateLimiter::new(RateLimitConfig {
+                per_second: limits.connect_rate_per_ip,
+                burst: limits.connect_burst,
+                table_size: CONNECT_LIMIT_TABLE,
+            }),
+            epoch: Instant::now(),
             connections: AtomicUsize::new(0),
             // Enough to keep every core busy with handshakes, few enough that a flood
             // queues here (cheaply) instead of in the blocking pool.
@@ -124,23 +132,18 @@ impl Hub {
         self.connections.load(Ordering::Acquire)
     }
 
-    fn allow_connect(&self, state: &AppState, peer: SocketAddr) -> bool {
-        let l = &state.config.limits;
-        self.ip_limiter
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allow(
-                peer.ip(),
-                l.connect_rate_per_ip,
-                l.connect_burst,
-                Instant::now(),
-            )
+    fn allow_connect(&self, peer: SocketAddr) -> bool {
+        let now_nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.connect_limiter.allow(peer.ip(), now_nanos)
     }
 }
 
+/// Sources tracked by the `/api/connect` limiter (fixed memory, LRU within a set).
+const CONNECT_LIMIT_TABLE: usize = 65_536;
+
 /// Routes of the signaling endpoint.
-pub fn routes() -> Router<Arc<AppState>> {
-    let hub = Arc::new(Hub::default());
+pub fn routes(limits: &LimitsConfig) -> Router<Arc<AppState>> {
+    let hub = Arc::new(Hub::new(limits));
     Router::new()
         .route("/api/connect", get(connect))
         .layer(Extension(hub))
@@ -152,7 +155,7 @@ async fn connect(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !hub.allow_connect(&state, peer) {
+    if !hub.allow_connect(peer) {
         state.metrics.connect_rate_limited.inc();
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
