@@ -263,7 +263,10 @@ impl Daemon {
             };
             tasks.spawn(stun.run(responder, limits, stun_metrics, stop_rx.clone()));
         }
-        let app = crate::http::router(state.clone(), crate::signal::routes(&state.config.limits));
+        let app = crate::http::router(
+            state.clone(),
+            crate::signal::routes(&state.config.limits, stop_rx.clone()),
+        );
         // "ready" means what /readyz means: the socket tasks are serving.
         for _ in 0..400 {
             if state.is_ready() {
@@ -294,6 +297,13 @@ impl Daemon {
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         while tasks.join_next().await.is_some() {}
+        // Sessions were told to close (1001); give their close frames a moment to leave.
+        for _ in 0..200 {
+            if state.metrics.sessions_active.get() <= 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         tracing::info!("stopped");
         result
     }

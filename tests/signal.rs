@@ -874,3 +874,25 @@ fn cli_chat_carries_lines_between_two_devices() {
     drop(b_in);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn shutdown_closes_sessions_with_1001_and_exits_cleanly() {
+    let d = Daemon::start("");
+    let pid = d.pid();
+    let rt = runtime();
+    let mut conn = rt.block_on(async {
+        connect(&d.base(), options(Pattern::Xk, Version::V1, true))
+            .await
+            .unwrap()
+    });
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = rt.block_on(async {
+        closed_with(tokio::time::timeout(WAIT, conn.recv()).await.unwrap()).await
+    });
+    assert_eq!(code, Some(1001));
+    assert!(d.wait_exit(Duration::from_secs(15)).success());
+}

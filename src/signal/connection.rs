@@ -423,8 +423,12 @@ impl Reader<'_> {
                     None => std::future::pending().await,
                 }
             };
+            let mut shutdown = self.hub.shutdown.clone();
             let item = tokio::select! {
                 biased;
+                _ = shutdown.wait_for(|stop| *stop) => {
+                    return Ending::Close(1001, "server shutting down");
+                }
                 Some(eviction) = evicted => {
                     let Eviction::Replaced = eviction;
                     self.state.metrics.sessions_replaced.inc();

@@ -54,8 +54,10 @@ pub mod session;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
+use tokio::sync::watch;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, State};
@@ -87,12 +89,14 @@ pub struct Hub {
     connect_limiter: SharedRateLimiter,
     /// Origin of the limiter's monotonic clock.
     epoch: Instant,
+    /// Flips to true on daemon shutdown: sessions close with 1001.
+    shutdown: watch::Receiver<bool>,
     connections: AtomicUsize,
     handshake_permits: Semaphore,
 }
 
 impl Hub {
-    pub fn new(limits: &LimitsConfig) -> Self {
+    pub fn new(limits: &LimitsConfig, shutdown: watch::Receiver<bool>) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             registry: Registry::default(),
@@ -102,6 +106,7 @@ impl Hub {
                 table_size: CONNECT_LIMIT_TABLE,
             }),
             epoch: Instant::now(),
+            shutdown,
             connections: AtomicUsize::new(0),
             // Enough to keep every core busy with handshakes, few enough that a flood
             // queues here (cheaply) instead of in the blocking pool.
@@ -142,8 +147,8 @@ impl Hub {
 const CONNECT_LIMIT_TABLE: usize = 65_536;
 
 /// Routes of the signaling endpoint.
-pub fn routes(limits: &LimitsConfig) -> Router<Arc<AppState>> {
-    let hub = Arc::new(Hub::new(limits));
+pub fn routes(limits: &LimitsConfig, shutdown: watch::Receiver<bool>) -> Router<Arc<AppState>> {
+    let hub = Arc::new(Hub::new(limits, shutdown));
     Router::new()
         .route("/api/connect", get(connect))
         .layer(Extension(hub))
