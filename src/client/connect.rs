@@ -46,7 +46,7 @@ pub enum ConnectError {
     Handshake(#[from] HandshakeError),
     #[error("transport failed")]
     Transport(#[from] TransportError),
-    #[error("server closed the connection with code {code:?}: {reason}")]
+    #[error("server closed the connection{}: {reason}", code.map(|c| format!(" with code {c}")).unwrap_or_default())]
     Closed { code: Option<u16>, reason: String },
     #[error("unexpected message from the server: {0}")]
     Protocol(String),
