@@ -623,10 +623,10 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if l.handshake_timeout_seconds == 0 {
+        if !(1..=3600).contains(&l.handshake_timeout_seconds) {
             return Err(ConfigError::new(
                 "limits.handshake_timeout_seconds",
-                "must be at least 1",
+                "must be between 1 and 3600",
             ));
         }
         if l.connect_rate_per_ip == 0 || l.connect_burst == 0 {

@@ -91,7 +91,12 @@ pub struct FecPlanCache {
 
 impl FecPlanCache {
     pub fn get(&self, mtu: u16, overhead: f64, paths: usize) -> Result<Arc<FecPlan>, FecError> {
-        let key = (mtu, overhead.to_bits(), paths);
+        if !(0.0..=1.0).contains(&overhead) {
+            return Err(FecError::Overhead);
+        }
+        // The plan depends on the overhead only through the repair count (0 to 3), so
+        // near-identical overheads cannot force an encode each.
+        let key = (mtu, u64::from(repair_count(overhead)), paths);
         if let Some(plan) = self.lock().get(&key) {
             return Ok(plan.clone());
         }

@@ -397,6 +397,7 @@ impl Batch {
             .map_or(0, |d| d.as_secs());
         let mut replies = std::mem::take(&mut self.replies);
         let mut any_reply = false;
+        let mut outcomes = [0usize; BATCH];
         for (i, reply) in replies.iter_mut().enumerate().take(n) {
             self.counts.bytes_received += self.lens[i] as u64;
             let outcome = if self.lens[i] > SLOT {
@@ -407,7 +408,7 @@ impl Batch {
                     .responder
                     .handle(self.datagram(i), self.sources[i], now_unix, reply)
             };
-            self.counts.by_outcome[outcome.index()] += 1;
+            outcomes[i] = outcome.index();
             self.send[i] = !reply.is_empty();
             any_reply |= self.send[i];
         }
@@ -418,9 +419,13 @@ impl Batch {
             for i in 0..n {
                 if self.send[i] && !limiter.allow(self.sources[i].ip(), now_nanos) {
                     self.send[i] = false;
-                    self.counts.by_outcome[RATE_LIMITED] += 1;
+                    // A reply that never left is counted as rate_limited only.
+                    outcomes[i] = RATE_LIMITED;
                 }
             }
+        }
+        for &outcome in &outcomes[..n] {
+            self.counts.by_outcome[outcome] += 1;
         }
         // Outcomes are final now; bytes sent are added after the send.
         self.counts.flush(&shared.metrics);
@@ -912,9 +917,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        // Each datagram is counted once: answered ones by outcome, the rest as rate_limited.
         assert_eq!(r.metrics.requests("rate_limited"), 8);
-        assert_eq!(r.metrics.requests("unauthenticated"), 12);
-        assert_eq!(r.metrics.requests("bad_request"), 1);
+        assert_eq!(r.metrics.requests("unauthenticated"), 5);
+        assert_eq!(r.metrics.requests("bad_request"), 0);
         assert_eq!(r.metrics.bytes_sent(), 5 * 32);
         stop(r).await;
     }

@@ -526,6 +526,7 @@ impl Reader<'_> {
                             m.relay_messages.inc();
                             m.relay_bytes.inc_by(relay_bytes as u64);
                         } else {
+                            // Signals share the byte budget; they are not relay bytes.
                             m.signals.inc();
                         }
                         return Ok(());
@@ -554,6 +555,9 @@ impl Reader<'_> {
 
     /// ML-DSA-65 signing takes about a millisecond: off the runtime's workers.
     async fn certify(&self, device_id: &str) -> Result<ServerMessage, ()> {
+        // Signing shares the handshake permits, so certify floods cannot crowd out
+        // handshakes in the blocking pool.
+        let _permit = self.hub.handshake_permits.acquire().await.map_err(|_| ())?;
         let state = self.state.clone();
         let device_id = device_id.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -597,9 +601,17 @@ async fn write_loop(
         let mut next = Some(first);
         let mut batch = 0;
         while let Some(plaintext) = next.take() {
-            let Ok(ciphertext) = sender.seal(&plaintext) else {
-                let _ = sink.send(close_message(1008, "counter exhausted")).await;
-                return;
+            let ciphertext = match sender.seal(&plaintext) {
+                Ok(c) => c,
+                Err(TransportError::CounterExhausted) => {
+                    let _ = sink.send(close_message(1008, "counter exhausted")).await;
+                    return;
+                }
+                // Replies are bounded well below the limit; reaching it is our bug.
+                Err(_) => {
+                    let _ = sink.send(close_message(1011, "internal error")).await;
+                    return;
+                }
             };
             if sink.feed(Message::Binary(ciphertext.into())).await.is_err() {
                 return;

@@ -42,6 +42,9 @@ pub struct Session {
     relay_rate: f64,
 }
 
+/// Longest `detail` of a `bad_request` reply.
+const MAX_DETAIL: usize = 200;
+
 impl Session {
     /// `relay_bytes_per_second` is the relay rate; the burst is one second's worth.
     pub fn new(device_id: String, relay_bytes_per_second: u32, now: Instant) -> Self {
@@ -61,17 +64,26 @@ impl Session {
     pub fn handle_plaintext(&mut self, plaintext: &[u8], now: Instant) -> Action {
         match serde_json::from_slice::<ClientMessage>(plaintext) {
             Ok(message) => self.handle(message, now),
-            Err(e) => Action::Reply(ServerMessage::error(
-                ErrorCode::BadRequest,
-                format!("not a valid message: {e}"),
-            )),
+            Err(e) => {
+                // serde quotes the offending input; keep the reply small whatever was sent.
+                let mut detail = format!("not a valid message: {e}");
+                if detail.len() > MAX_DETAIL {
+                    let cut = (0..=MAX_DETAIL)
+                        .rev()
+                        .find(|i| detail.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    detail.truncate(cut);
+                    detail.push('…');
+                }
+                Action::Reply(ServerMessage::error(ErrorCode::BadRequest, detail))
+            }
         }
     }
 
     pub fn handle(&mut self, message: ClientMessage, now: Instant) -> Action {
         match message {
             ClientMessage::Ping { id } => Action::Reply(ServerMessage::Pong { id }),
-            ClientMessage::Signal { to, body } => self.signal(to, body),
+            ClientMessage::Signal { to, body } => self.signal(to, body, now),
             ClientMessage::Relay { to, data } => self.relay(to, data, now),
             ClientMessage::Lookup { device } => match device_key(&device) {
                 Some(device) => Action::Lookup { device },
@@ -88,7 +100,9 @@ impl Session {
         }
     }
 
-    fn signal(&self, to: String, body: serde_json::Value) -> Action {
+    /// Signals draw on the same byte budget as relays: otherwise a signal body would be
+    /// an unmetered relay.
+    fn signal(&mut self, to: String, body: serde_json::Value, now: Instant) -> Action {
         let Some(to) = device_key(&to) else {
             return bad_device("to");
         };
@@ -99,13 +113,23 @@ impl Session {
                 format!("signal body of {len} bytes exceeds {MAX_SIGNAL_BYTES}"),
             ));
         }
+        let (rate, burst) = (self.relay_rate, self.relay_rate);
+        if !self.relay_budget.has(len as f64, rate, burst, now) {
+            return Action::Reply(ServerMessage::error(
+                ErrorCode::RateLimited,
+                format!(
+                    "signal and relay rate limit of {} bytes per second",
+                    self.relay_rate
+                ),
+            ));
+        }
         Action::Forward {
             to,
             message: ServerMessage::Signal {
                 from: self.device_id.clone(),
                 body,
             },
-            relay_bytes: 0,
+            relay_bytes: len,
         }
     }
 
@@ -251,6 +275,41 @@ mod tests {
     }
 
     #[test]
+    fn signals_draw_on_the_byte_budget() {
+        let now = Instant::now();
+        let mut s = Session::new(dev('a'), 16 * 1024, now);
+        let big = json!("x".repeat(16 * 1024 - 2));
+        let first = s.handle(
+            ClientMessage::Signal {
+                to: dev('b'),
+                body: big.clone(),
+            },
+            now,
+        );
+        let Action::Forward { relay_bytes, .. } = first else {
+            panic!("{first:?}")
+        };
+        s.delivered(relay_bytes);
+        let second = s.handle(
+            ClientMessage::Signal {
+                to: dev('b'),
+                body: big,
+            },
+            now,
+        );
+        assert!(
+            matches!(
+                second,
+                Action::Reply(ServerMessage::Error {
+                    code: ErrorCode::RateLimited,
+                    ..
+                })
+            ),
+            "{second:?}"
+        );
+    }
+
+    #[test]
     fn signal_forwards_with_from_and_limits_the_body() {
         let mut s = Session::new(dev('a'), 262_144, Instant::now());
         let now = Instant::now();
@@ -269,7 +328,7 @@ mod tests {
                     from: dev('a'),
                     body: json!({"sdp":"x"})
                 },
-                relay_bytes: 0
+                relay_bytes: 11
             }
         );
         // 16384 bytes serialized passes, one more does not.
