@@ -416,11 +416,12 @@ impl Batch {
         if any_reply {
             let now_nanos = shared.origin.elapsed().as_nanos() as u64;
             let mut limiter = shared.limiter.lock_batch();
-            for i in 0..n {
-                if self.send[i] && !limiter.allow(self.sources[i].ip(), now_nanos) {
-                    self.send[i] = false;
+            let slots = self.send.iter_mut().zip(&self.sources).zip(&mut outcomes);
+            for ((send, source), outcome) in slots.take(n) {
+                if *send && !limiter.allow(source.ip(), now_nanos) {
+                    *send = false;
                     // A reply that never left is counted as rate_limited only.
-                    outcomes[i] = RATE_LIMITED;
+                    *outcome = RATE_LIMITED;
                 }
             }
         }
