@@ -339,6 +339,10 @@ pub struct LimitsConfig {
     pub connect_rate_per_ip: u32,
     pub connect_burst: u32,
     pub relay_bytes_per_second: u32,
+    /// A request head must arrive within this (also the keep-alive idle limit).
+    pub http_header_timeout_seconds: u64,
+    /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
+    pub max_http_connections: u32,
 }
 
 impl Default for LimitsConfig {
@@ -349,6 +353,8 @@ impl Default for LimitsConfig {
             connect_rate_per_ip: 20,
             connect_burst: 40,
             relay_bytes_per_second: 256 * 1024,
+            http_header_timeout_seconds: 15,
+            max_http_connections: 10_000,
         }
     }
 }
@@ -620,6 +626,18 @@ impl Config {
         if l.max_sessions == 0 {
             return Err(ConfigError::new(
                 "limits.max_sessions",
+                "must be at least 1",
+            ));
+        }
+        if !(1..=3600).contains(&l.http_header_timeout_seconds) {
+            return Err(ConfigError::new(
+                "limits.http_header_timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
+        if l.max_http_connections == 0 {
+            return Err(ConfigError::new(
+                "limits.max_http_connections",
                 "must be at least 1",
             ));
         }

@@ -281,21 +281,22 @@ impl Daemon {
             public_url = %endpoints.public_url,
             "commucat ready"
         );
-        let mut http_stop = stop_rx.clone();
-        let server = axum::serve(
+        let server = tokio::spawn(crate::http::server::serve(
             http,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_stop.wait_for(|stop| *stop).await;
-        });
-        let server = tokio::spawn(server.into_future());
+            app,
+            crate::http::server::ServeLimits {
+                header_read_timeout: std::time::Duration::from_secs(
+                    state.config.limits.http_header_timeout_seconds,
+                ),
+                max_connections: state.config.limits.max_http_connections as usize,
+                ..Default::default()
+            },
+            stop_rx.clone(),
+        ));
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
-        let result = server
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        let result = server.await.map_err(std::io::Error::other);
         while tasks.join_next().await.is_some() {}
         // Sessions were told to close (1001); give their close frames a moment to leave.
         for _ in 0..200 {

@@ -299,3 +299,32 @@ fn sigterm_lets_an_in_flight_request_finish() {
     assert!(response.contains("\"multipath\""));
     assert!(d.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn silent_http_connections_are_closed_after_the_header_timeout() {
+    use std::io::Read;
+    let d = Daemon::start("[limits]\nhttp_header_timeout_seconds = 1\n");
+    let mut silent = std::net::TcpStream::connect(d.http).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    // The server closes (EOF, possibly after a 408) instead of waiting forever.
+    let n = silent
+        .read(&mut buf)
+        .expect("closed by the server, not timed out here");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The daemon still serves.
+    let status = common::runtime().block_on(async {
+        common::client()
+            .get(d.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+}

@@ -5,6 +5,7 @@ pub mod assist;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+pub mod server;
 pub mod server_info;
 
 use std::sync::Arc;
