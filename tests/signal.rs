@@ -885,11 +885,7 @@ fn shutdown_closes_sessions_with_1001_and_exits_cleanly() {
             .await
             .unwrap()
     });
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::sigterm(pid);
     let code = rt.block_on(async {
         closed_with(tokio::time::timeout(WAIT, conn.recv()).await.unwrap()).await
     });

@@ -285,12 +285,7 @@ fn sigterm_lets_an_in_flight_request_finish() {
     stream.write_all(&body[..5]).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     // SIGTERM while the request is half sent.
-    let pid_status = {
-        let mut cmd = Command::new("kill");
-        cmd.args(["-TERM", &d.pid().to_string()]);
-        cmd.status().unwrap()
-    };
-    assert!(pid_status.success());
+    common::sigterm(d.pid());
     std::thread::sleep(Duration::from_millis(300));
     stream.write_all(&body[5..]).unwrap();
     let mut response = String::new();
