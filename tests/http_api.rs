@@ -231,16 +231,7 @@ fn short_rotation_lists_both_keys_until_the_first_expires() {
         gone >= expires,
         "key 1 dropped at {gone}, before its expiry {expires}"
     );
-    let metrics = runtime().block_on(async {
-        client()
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let metrics = common::metrics_text(&d);
     let rotations: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("commucat_key_rotations_total "))

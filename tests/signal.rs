@@ -42,14 +42,7 @@ async fn info(d: &Daemon) -> ServerInfo {
 }
 
 async fn metrics(d: &Daemon) -> String {
-    client()
-        .get(d.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    common::fetch_metrics(d).await
 }
 
 /// Value of one series (`name{labels}`) in the exposition; 0 if absent.

@@ -102,16 +102,7 @@ fn assist_credentials(d: &Daemon) -> (String, String) {
 }
 
 fn metrics(d: &Daemon) -> String {
-    runtime().block_on(async {
-        client()
-            .get(d.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    })
+    common::metrics_text(d)
 }
 
 #[test]

@@ -218,3 +218,20 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The daemon's `/metrics` text (no token).
+pub async fn fetch_metrics(d: &Daemon) -> String {
+    client()
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// [`fetch_metrics`] from synchronous code.
+pub fn metrics_text(d: &Daemon) -> String {
+    runtime().block_on(fetch_metrics(d))
+}
