@@ -92,6 +92,20 @@ impl RateLimiter {
         self.slots.iter().filter(|s| s.key != 0).count()
     }
 
+    /// Whether `ip` has a token at `now_nanos`, without taking it: lets a caller skip
+    /// work whose answer would be dropped anyway.
+    pub fn has_token(&self, ip: IpAddr, now_nanos: u64) -> bool {
+        let key = limit_key(ip);
+        let set = (self.hasher.hash_one(key) as usize & self.set_mask) * WAYS;
+        match self.slots[set..set + WAYS].iter().find(|s| s.key == key) {
+            None => true,
+            Some(slot) => {
+                let elapsed = now_nanos.saturating_sub(slot.last_nanos);
+                (slot.tokens + elapsed as f64 * self.per_nano).min(self.burst) >= 1.0
+            }
+        }
+    }
+
     /// Takes one token for `ip` at `now_nanos`; `false` means "over the limit".
     pub fn allow(&mut self, ip: IpAddr, now_nanos: u64) -> bool {
         let key = limit_key(ip);
@@ -175,6 +189,19 @@ mod tests {
     use std::net::Ipv4Addr;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn has_token_looks_without_taking() {
+        let mut l = limiter(1, 2, 64);
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+        assert!(l.has_token(ip, 0));
+        assert!(l.allow(ip, 0));
+        assert!(l.has_token(ip, 0));
+        assert!(l.has_token(ip, 0), "looking twice takes nothing");
+        assert!(l.allow(ip, 0));
+        assert!(!l.has_token(ip, 0));
+        assert!(l.has_token(ip, SEC), "refilled after a second");
+    }
 
     fn limiter(per_second: u32, burst: u32, table_size: usize) -> RateLimiter {
         RateLimiter::new(RateLimitConfig {
