@@ -885,3 +885,22 @@ fn shutdown_closes_sessions_with_1001_and_exits_cleanly() {
     assert_eq!(code, Some(1001));
     assert!(d.wait_exit(Duration::from_secs(15)).success());
 }
+
+#[test]
+fn a_pinned_server_identity_is_enforced() {
+    let d = Daemon::start("");
+    runtime().block_on(async {
+        let info = fetch_server_info(&client(), &d.base()).await.unwrap();
+        let mut o = options(Pattern::Xk, Version::V2, true);
+        o.server_identity = Some(info.device_ca_public.to_uppercase());
+        connect(&d.base(), o.clone())
+            .await
+            .expect("the right pin connects");
+        o.server_identity = Some("00".repeat(1952));
+        match connect(&d.base(), o).await {
+            Err(ConnectError::IdentityMismatch) => {}
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a wrong pin must not connect"),
+        }
+    });
+}

@@ -115,6 +115,10 @@ struct HandshakeArgs {
     /// The server's [crypto] prologue.
     #[arg(long, default_value = "commucat")]
     prologue: String,
+    /// Pin the server's identity: its `device_ca_public` (ML-DSA-65, hex), obtained out of
+    /// band. Without a pin, server-info over plain http is trusted on first sight.
+    #[arg(long, value_name = "HEX")]
+    server_identity: Option<String>,
 }
 
 impl HandshakeArgs {
@@ -139,6 +143,7 @@ impl HandshakeArgs {
             device_secret,
             timeout,
             prologue: self.prologue.as_bytes().to_vec(),
+            server_identity: self.server_identity.clone(),
         })
     }
 }

@@ -40,6 +40,8 @@ pub enum ConnectError {
     PqUnavailable,
     #[error("server-info has an invalid {0}")]
     BadServerInfo(&'static str),
+    #[error("the server's identity key is not the pinned one")]
+    IdentityMismatch,
     #[error("WebSocket: {0}")]
     WebSocket(String),
     #[error("handshake failed")]
@@ -80,6 +82,10 @@ pub struct ConnectOptions {
     pub timeout: Duration,
     /// The server's `[crypto] prologue` (assist publishes it as `noise.prologue_hex`).
     pub prologue: Vec<u8>,
+    /// The server's ML-DSA-65 identity key (`device_ca_public`, hex) known out of band.
+    /// The key bundle signature only proves the document is self-consistent; a pin makes
+    /// it authenticate the server's Noise and KEM keys.
+    pub server_identity: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -92,6 +98,7 @@ impl Default for ConnectOptions {
             device_secret: None,
             timeout: Duration::from_secs(10),
             prologue: DEFAULT_PROLOGUE.to_vec(),
+            server_identity: None,
         }
     }
 }
@@ -241,6 +248,11 @@ pub async fn open_socket(url: &str, timeout: Duration) -> Result<Socket, Connect
 pub async fn connect(base: &str, options: ConnectOptions) -> Result<Connection, ConnectError> {
     let client = http_client(options.timeout)?;
     let info = fetch_server_info(&client, base).await?;
+    if let Some(pin) = &options.server_identity
+        && !pin.trim().eq_ignore_ascii_case(&info.device_ca_public)
+    {
+        return Err(ConnectError::IdentityMismatch);
+    }
     connect_with_info(base, &info, options).await
 }
 
