@@ -147,6 +147,26 @@ pub struct IceConfig {
     pub turn: Vec<TurnServerConfig>,
 }
 
+impl IceConfig {
+    /// The configured `credential_secret`, decoded: `None` when unset.
+    pub fn credential_secret_bytes(&self) -> Result<Option<Zeroizing<[u8; 32]>>, ConfigError> {
+        let Some(secret) = &self.credential_secret else {
+            return Ok(None);
+        };
+        let bytes = Zeroizing::new(
+            hex::decode(secret.trim())
+                .map_err(|_| ConfigError::new("ice.credential_secret", "must be hex"))?,
+        );
+        let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+            ConfigError::new(
+                "ice.credential_secret",
+                format!("must be 32 bytes (64 hex digits), got {}", bytes.len()),
+            )
+        })?;
+        Ok(Some(Zeroizing::new(array)))
+    }
+}
+
 impl Default for IceConfig {
     fn default() -> Self {
         Self {
@@ -507,18 +527,7 @@ impl Config {
                 "must be between 1 and 604800 seconds",
             ));
         }
-        if let Some(secret) = &ice.credential_secret {
-            let bytes = Zeroizing::new(
-                hex::decode(secret.trim())
-                    .map_err(|_| ConfigError::new("ice.credential_secret", "must be hex"))?,
-            );
-            if bytes.len() != 32 {
-                return Err(ConfigError::new(
-                    "ice.credential_secret",
-                    format!("must be 32 bytes (64 hex digits), got {}", bytes.len()),
-                ));
-            }
-        }
+        ice.credential_secret_bytes()?;
         if !(60..=7 * 86_400).contains(&ice.turn_ttl) {
             return Err(ConfigError::new(
                 "ice.turn_ttl",
@@ -787,7 +796,7 @@ fn apply_env_overrides(
             ));
         };
         let key = &rest[section.len() + 1..];
-        if !known_key(section, key) {
+        if !known_key(&defaults, section, key) {
             return Err(ConfigError::new(
                 name.clone(),
                 format!("unknown setting {section}.{key}"),
@@ -811,13 +820,8 @@ fn apply_env_overrides(
     Ok(())
 }
 
-fn known_key(section: &str, key: &str) -> bool {
-    let probe = toml::Table::try_from(Config::default()).ok();
-    let in_defaults = probe
-        .as_ref()
-        .and_then(|t| t.get(section))
-        .and_then(|s| s.get(key))
-        .is_some();
+fn known_key(defaults: &toml::Table, section: &str, key: &str) -> bool {
+    let in_defaults = defaults.get(section).and_then(|s| s.get(key)).is_some();
     // Optional settings are absent from the serialized defaults.
     let optional = matches!(
         (section, key),

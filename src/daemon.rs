@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use zeroize::Zeroizing;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::ice::credentials::IceSecret;
 use crate::ice::stun::StunResponder;
 use crate::ice::turn::TurnServer;
@@ -33,8 +32,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Stun(#[from] crate::ice::udp::StunBindError),
-    #[error("config error: {0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Everything loaded from the keystore at start.
@@ -51,26 +50,16 @@ pub struct LoadedKeys {
 pub fn load_keys(config: &Config, now: u64) -> Result<LoadedKeys, StartError> {
     let store = KeyStore::open(&config.server.resolved_state_dir())?;
     let identity = IdentityKeys::from_seed(&*store.load_or_create_identity_seed()?);
-    let ice_secret = match &config.ice.credential_secret {
-        Some(hex_secret) => {
-            let bytes =
-                Zeroizing::new(hex::decode(hex_secret.trim()).map_err(|_| {
-                    StartError::Config("ice.credential_secret: must be hex".into())
-                })?);
-            let array: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
-                StartError::Config("ice.credential_secret: must be 32 bytes".into())
-            })?;
-            IceSecret::from_bytes(array)
-        }
+    let configured_secret = config.ice.credential_secret_bytes()?;
+    let ice_secret = match configured_secret {
+        Some(secret) => IceSecret::from_bytes(*secret),
         None => IceSecret::from_bytes(*store.load_or_create_secret::<32>(ICE_SECRET_FILE)?),
     };
     let kem = if !config.crypto.pq {
         None
     } else {
         match (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret) {
-            (Some(public), Some(secret)) => Some(
-                configured_kem(public, secret).map_err(|e| StartError::Config(e.to_string()))?,
-            ),
+            (Some(public), Some(secret)) => Some(configured_kem(public, secret)?),
             _ => Some(KemKeys::from_seed(&*store.load_or_create_kem_seed()?)),
         }
     };
@@ -185,7 +174,7 @@ impl Daemon {
             .enumerate()
             .map(|(i, t)| {
                 TurnServer::from_config(t)
-                    .map_err(|e| StartError::Config(format!("ice.turn[{i}]: {e}")))
+                    .map_err(|e| ConfigError::new(format!("ice.turn[{i}]"), e))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let http = TcpListener::bind(config.server.bind)

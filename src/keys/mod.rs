@@ -28,6 +28,7 @@ pub const KEM_PUBLIC_LEN: usize = 1184;
 pub const IDENTITY_SEED_LEN: usize = 32;
 
 /// One versioned Noise static key.
+#[derive(Clone)]
 pub struct NoiseKey {
     pub version: u32,
     key: NoiseStaticKey,
@@ -86,16 +87,6 @@ impl NoiseKey {
     /// Handshakes are accepted on a key from `valid_after` until `expires_at`.
     pub fn usable_at(&self, now: u64) -> bool {
         self.valid_after <= now && now < self.expires_at
-    }
-
-    fn duplicate(&self) -> Self {
-        Self::new(
-            self.version,
-            *self.secret_bytes(),
-            self.valid_after,
-            self.rotates_at,
-            self.expires_at,
-        )
     }
 }
 
@@ -165,7 +156,7 @@ impl NoiseKeyRing {
             .keys
             .iter()
             .filter(|k| now < k.expires_at)
-            .map(NoiseKey::duplicate)
+            .cloned()
             .collect();
         keys.extend(added);
         Self { keys }

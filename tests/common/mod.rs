@@ -126,6 +126,27 @@ impl Daemon {
         }
     }
 
+    /// Starts the daemon expecting it to refuse; its stderr must name every `mentions`.
+    pub fn refuses_to_start(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+        mentions: &[&str],
+    ) -> Failed {
+        let failed = match Self::try_start_in(dir, config, env) {
+            Ok(_) => panic!("the daemon started; expected it to refuse ({mentions:?})"),
+            Err(f) => f,
+        };
+        for m in mentions {
+            assert!(
+                failed.stderr.contains(m),
+                "stderr should name {m:?}: {}",
+                failed.stderr
+            );
+        }
+        failed
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
