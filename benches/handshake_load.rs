@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use commucat::client::connect::{ConnectOptions, Connection, connect_with_info};
 use commucat::client::http::{fetch_server_info, http_client};
 use commucat::crypto::{Pattern, Version};
-use commucat::http::server_info::ServerInfo;
+use commucat::discovery::ServerInfo;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)

@@ -1,13 +1,23 @@
 //! CommuCat: P2P assist daemon with a hybrid post-quantum handshake.
 //!
-//! The module tree mirrors the system: configuration, keys (store and rotation),
-//! crypto (key bundle, hybrid handshake, transport), HTTP routes, ICE (credentials and
-//! the STUN responder), signaling sessions, FEC planning, metrics and the client side.
+//! Modules are layered and import only from their own layer or below
+//! (docs/architecture.md):
+//!
+//! | layer | modules |
+//! |---|---|
+//! | 0, leaf utilities | [`sys`] (the only unsafe code), [`time`], [`metrics`], [`ratelimit`], [`fec`] |
+//! | 1 | [`config`]: parse and validate |
+//! | 2 | [`keys`], [`crypto`] (sans-I/O handshake and transport) |
+//! | 3 | [`ice`]: credentials, TURN, candidates, the STUN responder and server |
+//! | 4 | [`discovery`] (published documents), [`state`] |
+//! | 5 | [`http`], [`signal`] |
+//! | 6 | [`daemon`], [`client`] |
 
 pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod daemon;
+pub mod discovery;
 pub mod fec;
 pub mod http;
 pub mod ice;
@@ -16,4 +26,4 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod signal;
 pub mod state;
-pub mod timefmt;
+pub mod time;

@@ -39,6 +39,15 @@ fn main() -> ExitCode {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "built-in defaults".into());
     if matches!(cli.command, Some(Command::CheckConfig)) {
+        // Configured key material is decoded by `keys` when the daemon starts; decode it
+        // here too, so `check-config` finds a pair that does not match.
+        if let (Some(public), Some(secret)) =
+            (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret)
+            && let Err(e) = commucat::keys::configured_kem(public, secret)
+        {
+            eprintln!("commucat: {e}");
+            return ExitCode::from(2);
+        }
         println!("commucat: configuration is valid ({source})");
         return ExitCode::SUCCESS;
     }
@@ -70,7 +79,11 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");
                 eprintln!("commucat: {e}");
-                return ExitCode::FAILURE;
+                return if e.is_config_error() {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         };
         match daemon.run(shutdown).await {

@@ -8,9 +8,9 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::config::Config;
+use crate::discovery::{LimitsInfo, RenderError, StaticAdvice, server_info};
 use crate::fec::FecPlanCache;
-use crate::http::assist::StaticAdvice;
-use crate::http::server_info;
+use crate::ice::credentials::IceSecret;
 use crate::ice::turn::TurnServer;
 use crate::ice::udp::StunReadiness;
 use crate::keys::device::DeviceKeyPool;
@@ -18,6 +18,15 @@ use crate::keys::rotation;
 use crate::keys::store::{KeyStore, KeyStoreError};
 use crate::keys::{KemKeys, NoiseKeyRing, StaticKeys};
 use crate::metrics::Metrics;
+
+/// A rotation that could not be completed; the keys in use stay as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error(transparent)]
+    Store(#[from] KeyStoreError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
 
 /// The Noise keys as published at one moment, with the server-info document rendered
 /// and signed for them. Replaced as a whole when keys rotate or expire.
@@ -51,14 +60,19 @@ pub struct StateParts {
     pub store: KeyStore,
     /// `None` when the ICE-lite responder is disabled.
     pub stun_readiness: Option<StunReadiness>,
+    /// The limits server-info publishes, from the layers that enforce them.
+    pub limits: LimitsInfo,
 }
 
 pub struct AppState {
     pub config: Config,
     pub endpoints: Endpoints,
     pub static_keys: StaticKeys,
+    /// Issues and checks ICE credentials; derived once from `static_keys.ice_secret`.
+    pub ice_secret: IceSecret,
     pub turn: Vec<TurnServer>,
     pub metrics: Metrics,
+    pub limits: LimitsInfo,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
     pub device_keys: DeviceKeyPool,
@@ -70,8 +84,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the state and publishes the first key snapshot for `ring` at `now`.
-    pub fn new(parts: StateParts, ring: NoiseKeyRing, now: u64) -> Arc<Self> {
+    /// Builds the state and publishes the first key snapshot for `ring` at `now`; a
+    /// document that cannot be rendered is an error here, never an empty body later.
+    pub fn new(parts: StateParts, ring: NoiseKeyRing, now: u64) -> Result<Arc<Self>, RenderError> {
         let unpublished = KeySnapshot {
             ring: NoiseKeyRing::default(),
             server_info: Bytes::new(),
@@ -84,6 +99,7 @@ impl AppState {
             metrics,
             store,
             stun_readiness,
+            limits,
         } = parts;
         let static_advice = StaticAdvice::new(
             static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
@@ -91,6 +107,8 @@ impl AppState {
         );
         let state = Arc::new(Self {
             static_advice,
+            ice_secret: IceSecret::from_bytes(*static_keys.ice_secret),
+            limits,
             device_keys: DeviceKeyPool::default(),
             config,
             endpoints,
@@ -103,8 +121,8 @@ impl AppState {
             rotate_lock: Mutex::new(()),
             stun_readiness,
         });
-        state.publish(ring, now);
-        state
+        state.publish(ring, now)?;
+        Ok(state)
     }
 
     /// The current key snapshot; cheap (an `Arc` clone, no lock).
@@ -116,33 +134,40 @@ impl AppState {
         self.static_keys.kem.as_ref()
     }
 
-    fn publish(&self, ring: NoiseKeyRing, now: u64) {
-        let server_info = server_info::render(self, &ring, now);
+    fn publish(&self, ring: NoiseKeyRing, now: u64) -> Result<(), RenderError> {
+        let sources = server_info::Sources {
+            config: &self.config,
+            kem_public_hex: self.kem().map(|k| k.public_hex.as_str()),
+            identity: &self.static_keys.identity,
+            connect_url: &self.endpoints.connect_url,
+            stun_urls: &self.endpoints.stun_urls,
+            limits: &self.limits,
+        };
+        let server_info = server_info::render(&sources, &ring, now)?;
         self.keys.store(Arc::new(KeySnapshot { ring, server_info }));
+        Ok(())
     }
 
-    /// Rotates or prunes Noise keys that are due at `now`: the new ring is persisted
-    /// before it is published. Returns whether anything changed.
-    pub fn rotate_keys(&self, now: u64) -> Result<bool, KeyStoreError> {
+    /// Rotates or prunes Noise keys that are due at `now` ([`rotation::advance`]: the new
+    /// ring is persisted before it is published). Returns whether anything changed.
+    pub fn rotate_keys(&self, now: u64) -> Result<bool, RotateError> {
         let _guard = self.rotate_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.keys();
-        let plan = rotation::plan(&current.ring, now);
-        if plan.is_noop() {
-            return Ok(false);
-        }
-        let next = rotation::apply(
-            &current.ring,
-            &plan,
+        let crypto = &self.config.crypto;
+        let Some(advanced) = rotation::advance(
+            &self.store,
+            &self.keys().ring,
             now,
-            self.config.crypto.rotation_interval,
-            self.config.crypto.rotation_grace,
-        );
-        self.store.save_noise_keys(&next)?;
-        if let Some(version) = plan.new_key_version {
+            crypto.rotation_interval,
+            crypto.rotation_grace,
+        )?
+        else {
+            return Ok(false);
+        };
+        if let Some(version) = advanced.new_version {
             self.metrics.key_rotations.inc();
             tracing::info!(version, "rotated Noise static key");
         }
-        self.publish(next, now);
+        self.publish(advanced.ring, now)?;
         Ok(true)
     }
 

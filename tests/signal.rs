@@ -13,7 +13,7 @@ use commucat::client::connect::{
 };
 use commucat::client::http::fetch_server_info;
 use commucat::crypto::{ClientHandshake, Pattern, Version};
-use commucat::http::server_info::ServerInfo;
+use commucat::discovery::ServerInfo;
 use commucat::keys::bundle::{decode_verifying_key, device_certificate_text, verify_hex};
 use commucat::signal::messages::{ClientMessage, ErrorCode, ServerMessage};
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -507,8 +507,8 @@ fn two_devices_signal_relay_lookup_and_certify() {
             panic!("expected a certificate")
         };
         assert_eq!(device_id, ida);
-        let nb = commucat::timefmt::parse_rfc3339(&not_before).unwrap();
-        let na = commucat::timefmt::parse_rfc3339(&not_after).unwrap();
+        let nb = commucat::time::parse_rfc3339(&not_before).unwrap();
+        let na = commucat::time::parse_rfc3339(&not_after).unwrap();
         assert_eq!(na - nb, 86_400);
         let vk = decode_verifying_key(&info.device_ca_public).unwrap();
         let text = device_certificate_text(&info.domain, &ida, &not_before, &not_after);

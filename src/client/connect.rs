@@ -22,7 +22,7 @@ use crate::crypto::{
     ClientHandshake, ClientParams, HandshakeError, Pattern, ServerHello, Transport, TransportError,
     Version,
 };
-use crate::http::server_info::ServerInfo;
+use crate::discovery::ServerInfo;
 use crate::signal::messages::{ClientMessage, ServerMessage};
 
 /// The client's WebSocket.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::http::server_info::ServerInfo;
+use crate::discovery::ServerInfo;
 use crate::keys::bundle::{
     BundleNoiseKey, VerifyError, decode_verifying_key, key_bundle_text, verify_hex,
 };

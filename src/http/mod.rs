@@ -23,6 +23,9 @@ use crate::metrics::{HttpLabels, RouteLabels};
 use crate::state::AppState;
 use problem::{Problem, RequestId};
 
+/// Largest accepted HTTP request body.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
 /// Every route the daemon serves; also the `route` label of the HTTP metrics.
 pub const ROUTES: &[&str] = &[
     "/api/server-info",

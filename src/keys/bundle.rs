@@ -3,7 +3,7 @@
 use ml_dsa::signature::{Signer as _, Verifier as _};
 use ml_dsa::{EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
 
-use crate::timefmt::rfc3339;
+use crate::time::rfc3339;
 
 /// One `noise=` line of the bundle, as published in `noise_keys`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The server's keys (PROTOCOL.md §1): versioned Noise static keys that rotate, the
+//! The server's keys (docs/protocol.md §1): versioned Noise static keys that rotate, the
 //! ML-KEM-768 key, the ML-DSA-65 identity key and the ICE secret.
 //!
 //! `store` persists them, `rotation` decides when a new Noise key is due, `bundle` signs
@@ -6,6 +6,8 @@
 
 pub mod bundle;
 pub mod device;
+mod error;
+mod load;
 pub mod rotation;
 pub mod store;
 
@@ -17,8 +19,8 @@ use zeroize::Zeroizing;
 pub use crate::crypto::KeyLookupError;
 use crate::crypto::{NoiseStaticKey, ServerKeys};
 
-use crate::config::ConfigError;
-use crate::ice::credentials::IceSecret;
+pub use error::{ConfiguredKeyError, KeysError};
+pub use load::{LoadedKeys, configured_kem, load};
 
 /// Length of an ML-KEM-768 seed (d ‖ z).
 pub const KEM_SEED_LEN: usize = 64;
@@ -26,6 +28,8 @@ pub const KEM_SEED_LEN: usize = 64;
 pub const KEM_PUBLIC_LEN: usize = 1184;
 /// Length of an ML-DSA-65 seed.
 pub const IDENTITY_SEED_LEN: usize = 32;
+/// Length of the ICE credential secret.
+pub const ICE_SECRET_LEN: usize = 32;
 
 /// One versioned Noise static key.
 #[derive(Clone)]
@@ -234,41 +238,8 @@ pub struct StaticKeys {
     /// `None` when PQ is off.
     pub kem: Option<KemKeys>,
     pub identity: IdentityKeys,
-    pub ice_secret: IceSecret,
-}
-
-/// Checks a configured `pq_kem_public`/`pq_kem_secret` pair and decodes it.
-pub fn configured_kem(public_hex: &str, secret_hex: &str) -> Result<KemKeys, ConfigError> {
-    let secret = Zeroizing::new(
-        hex::decode(secret_hex.trim())
-            .map_err(|_| ConfigError::new("crypto.pq_kem_secret", "must be hex"))?,
-    );
-    let seed: Zeroizing<[u8; KEM_SEED_LEN]> =
-        Zeroizing::new(secret.as_slice().try_into().map_err(|_| {
-            ConfigError::new(
-                "crypto.pq_kem_secret",
-                format!(
-                    "must be the 64-byte ML-KEM-768 seed (128 hex digits), got {} bytes",
-                    secret.len()
-                ),
-            )
-        })?);
-    let public = hex::decode(public_hex.trim())
-        .map_err(|_| ConfigError::new("crypto.pq_kem_public", "must be hex"))?;
-    if public.len() != KEM_PUBLIC_LEN {
-        return Err(ConfigError::new(
-            "crypto.pq_kem_public",
-            format!("must be {KEM_PUBLIC_LEN} bytes, got {}", public.len()),
-        ));
-    }
-    let kem = KemKeys::from_seed(&seed);
-    if kem.public_bytes != public {
-        return Err(ConfigError::new(
-            "crypto.pq_kem_public",
-            "does not match pq_kem_secret",
-        ));
-    }
-    Ok(kem)
+    /// The secret ICE credentials are derived from (configured, or kept in the store).
+    pub ice_secret: Zeroizing<[u8; ICE_SECRET_LEN]>,
 }
 
 #[cfg(test)]
@@ -298,22 +269,5 @@ mod tests {
     #[test]
     fn ring_rejects_duplicate_versions() {
         assert!(NoiseKeyRing::from_keys(vec![key(1, 0, 1, 2), key(1, 0, 1, 2)]).is_err());
-    }
-
-    #[test]
-    fn configured_kem_checks_pair() {
-        let seed = [3u8; 64];
-        let kem = KemKeys::from_seed(&seed);
-        let ok = configured_kem(&kem.public_hex, &hex::encode(seed)).unwrap();
-        assert_eq!(ok.public_hex, kem.public_hex);
-        let other = KemKeys::from_seed(&[4u8; 64]);
-        let e = configured_kem(&other.public_hex, &hex::encode(seed))
-            .err()
-            .unwrap();
-        assert_eq!(e.key, "crypto.pq_kem_public");
-        assert_eq!(
-            configured_kem(&kem.public_hex, "abcd").err().unwrap().key,
-            "crypto.pq_kem_secret"
-        );
     }
 }

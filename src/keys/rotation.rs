@@ -1,14 +1,8 @@
-//! Noise key rotation: a pure plan (what is due at `now`) and the background task that
-//! persists a new key before publishing it.
+//! Noise key rotation: a pure plan (what is due at `now`) and [`advance`], which carries
+//! it out and persists the result. The task that calls it over time is the daemon's.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::watch;
-
+use super::store::{KeyStore, KeyStoreError};
 use super::{NoiseKey, NoiseKeyRing};
-use crate::state::AppState;
-use crate::timefmt::unix_now;
 
 /// What the ring needs at `now`.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,30 +56,33 @@ pub fn next_event(ring: &NoiseKeyRing) -> Option<u64> {
     }
 }
 
-/// Rotates and prunes keys until `shutdown` flips; each change is persisted, then published.
-pub async fn run(state: Arc<AppState>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let wake_at = next_event(&state.keys().ring).unwrap_or_else(|| unix_now() + 3600);
-        let delay = Duration::from_secs(wake_at.saturating_sub(unix_now()));
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-        if *shutdown.borrow() {
-            return;
-        }
-        match state.rotate_keys(unix_now()) {
-            Ok(true) => {}
-            Ok(false) => tokio::time::sleep(Duration::from_millis(200)).await,
-            Err(e) => {
-                tracing::error!(error = %e, "key rotation failed; keeping the current keys, retrying in 30 s");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                    _ = shutdown.changed() => return,
-                }
-            }
-        }
+/// A ring that changed at some moment: already persisted, ready to publish.
+pub struct Advanced {
+    pub ring: NoiseKeyRing,
+    /// The version of the key minted, when the change was a rotation.
+    pub new_version: Option<u32>,
+}
+
+/// Carries out what is due at `now`, persisting the new ring before returning it so that
+/// nothing is published that a restart would lose. `None` when nothing is due. The one
+/// rotate-and-persist path: used at start and by the daemon's rotation task.
+pub fn advance(
+    store: &KeyStore,
+    ring: &NoiseKeyRing,
+    now: u64,
+    interval: u64,
+    grace: u64,
+) -> Result<Option<Advanced>, KeyStoreError> {
+    let plan = plan(ring, now);
+    if plan.is_noop() {
+        return Ok(None);
     }
+    let next = apply(ring, &plan, now, interval, grace);
+    store.save_noise_keys(&next)?;
+    Ok(Some(Advanced {
+        ring: next,
+        new_version: plan.new_key_version,
+    }))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use crate::keys::HandshakeKeys;
 use crate::keys::bundle::sign_hex;
 use crate::metrics::{HandshakeLabels, ReasonLabels};
 use crate::state::AppState;
-use crate::timefmt::unix_now;
+use crate::time::unix_now;
 
 /// Messages waiting for the writer, per session. Small: idle sessions must stay cheap.
 const OUTBOUND_QUEUE: usize = 16;

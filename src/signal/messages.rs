@@ -1,9 +1,10 @@
-//! The JSON messages of a signaling session (PROTOCOL.md §4, "Messages"), shared by the
+//! The JSON messages of a signaling session (docs/protocol.md §4, "Messages"), shared by the
 //! server and the client library. Each one travels as one encrypted transport message.
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::http::server_info::MAX_SIGNAL_BYTES;
+/// Largest `signal` body and decoded `relay` data on the signaling channel.
+pub const MAX_SIGNAL_BYTES: usize = 16 * 1024;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

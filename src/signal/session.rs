@@ -13,7 +13,7 @@ use super::messages::{
 };
 use super::registry::DeliveryError;
 use crate::keys::bundle::device_certificate_text;
-use crate::timefmt::rfc3339;
+use crate::time::rfc3339;
 
 /// What the session asks its I/O layer to do for one client message.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,11 +10,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_commucat");
-pub const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_commucat");
+pub(crate) const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     child: Option<Child>,
     pub http: SocketAddr,
     pub stun: Vec<SocketAddr>,
@@ -24,12 +24,12 @@ pub struct Daemon {
 
 /// How a daemon that was expected to fail ended.
 #[derive(Debug)]
-pub struct Failed {
+pub(crate) struct Failed {
     pub status: ExitStatus,
     pub stderr: String,
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "commucat-test-{name}-{}-{}",
         std::process::id(),
@@ -66,11 +66,11 @@ fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
 }
 
 impl Daemon {
-    pub fn start(config: &str) -> Daemon {
+    pub(crate) fn start(config: &str) -> Daemon {
         Self::start_in(&temp_dir("d"), config, &[])
     }
 
-    pub fn start_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Daemon {
         match Self::try_start_in(dir, config, env) {
             Ok(d) => d,
             Err(f) => panic!("daemon failed to start: {f:?}"),
@@ -78,7 +78,11 @@ impl Daemon {
     }
 
     /// Starts the daemon and waits for its ready line, or for it to exit.
-    pub fn try_start_in(dir: &Path, config: &str, env: &[(&str, &str)]) -> Result<Daemon, Failed> {
+    pub(crate) fn try_start_in(
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, Failed> {
         let mut child = command(dir, config, env).spawn().expect("spawn commucat");
         let stderr = child.stderr.take().expect("stderr piped");
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -127,7 +131,7 @@ impl Daemon {
     }
 
     /// Starts the daemon expecting it to refuse; its stderr must name every `mentions`.
-    pub fn refuses_to_start(
+    pub(crate) fn refuses_to_start(
         dir: &Path,
         config: &str,
         env: &[(&str, &str)],
@@ -147,30 +151,30 @@ impl Daemon {
         failed
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
     }
 
-    pub fn base(&self) -> String {
+    pub(crate) fn base(&self) -> String {
         format!("http://{}", self.http)
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
     /// SIGTERM, then wait (bounded) for a graceful exit.
-    pub fn stop(self) -> ExitStatus {
+    pub(crate) fn stop(self) -> ExitStatus {
         sigterm(self.pid());
         self.wait_exit(Duration::from_secs(15))
     }
 
     /// Waits (bounded) for the daemon to exit by itself.
-    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         let deadline = Instant::now() + limit;
         loop {
@@ -188,7 +192,7 @@ impl Daemon {
 }
 
 /// Sends SIGTERM to a child we spawned (and have not reaped, so the pid is still ours).
-pub fn sigterm(pid: u32) {
+pub(crate) fn sigterm(pid: u32) {
     let pid = libc::pid_t::try_from(pid).expect("pid fits");
     // SAFETY: kill(2) with a valid signal number has no memory effects.
     let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -205,7 +209,7 @@ impl Drop for Daemon {
 }
 
 /// Runs the daemon (or the CLI) to completion with a bounded wait.
-pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
+pub(crate) fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -229,11 +233,11 @@ pub fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, St
     }
 }
 
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     commucat::client::http::http_client(Duration::from_secs(10)).unwrap()
 }
 
-pub fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,7 +245,7 @@ pub fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The daemon's `/metrics` text (no token).
-pub async fn fetch_metrics(d: &Daemon) -> String {
+pub(crate) async fn fetch_metrics(d: &Daemon) -> String {
     client()
         .get(d.url("/metrics"))
         .send()
@@ -253,6 +257,6 @@ pub async fn fetch_metrics(d: &Daemon) -> String {
 }
 
 /// [`fetch_metrics`] from synchronous code.
-pub fn metrics_text(d: &Daemon) -> String {
+pub(crate) fn metrics_text(d: &Daemon) -> String {
     runtime().block_on(fetch_metrics(d))
 }

@@ -9,21 +9,30 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
-use crate::ice::credentials::IceSecret;
+use crate::discovery::{LimitsInfo, RenderError};
 use crate::ice::stun::StunResponder;
 use crate::ice::turn::TurnServer;
 use crate::ice::udp::{StunMetrics, StunServer};
-use crate::keys::store::{ICE_SECRET_FILE, KeyStore, KeyStoreError};
-use crate::keys::{IdentityKeys, KemKeys, NoiseKeyRing, StaticKeys, configured_kem, rotation};
+use crate::keys::KeysError;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimitConfig;
-use crate::state::{AppState, Endpoints, StateParts};
-use crate::timefmt::unix_now;
+use crate::signal::messages::MAX_SIGNAL_BYTES;
+use crate::state::{AppState, StateParts};
+use crate::time::unix_now;
+
+mod endpoints;
+mod rotation;
+
+pub use endpoints::endpoints;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Keys(#[from] KeyStoreError),
+    Keys(#[from] KeysError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    #[error("cannot encode the OpenAPI document: {0}")]
+    OpenApi(#[from] serde_json::Error),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -36,121 +45,13 @@ pub enum StartError {
     Config(#[from] ConfigError),
 }
 
-/// Everything loaded from the keystore at start.
-pub struct LoadedKeys {
-    pub store: KeyStore,
-    pub static_keys: StaticKeys,
-    pub ring: NoiseKeyRing,
-    /// A rotation fell due while the daemon was stopped and was carried out at start.
-    pub rotated_at_start: bool,
-}
-
-/// Loads every key, generating (and persisting) what is missing; a due rotation is done
-/// here so the daemon never starts on a key past its `rotates_at`.
-pub fn load_keys(config: &Config, now: u64) -> Result<LoadedKeys, StartError> {
-    let store = KeyStore::open(&config.server.resolved_state_dir())?;
-    let identity = IdentityKeys::from_seed(&*store.load_or_create_identity_seed()?);
-    let configured_secret = config.ice.credential_secret_bytes()?;
-    let ice_secret = match configured_secret {
-        Some(secret) => IceSecret::from_bytes(*secret),
-        None => IceSecret::from_bytes(*store.load_or_create_secret::<32>(ICE_SECRET_FILE)?),
-    };
-    let kem = if !config.crypto.pq {
-        None
-    } else {
-        match (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret) {
-            (Some(public), Some(secret)) => Some(configured_kem(public, secret)?),
-            _ => Some(KemKeys::from_seed(&*store.load_or_create_kem_seed()?)),
-        }
-    };
-    let loaded = store.load_noise_keys()?.unwrap_or_default();
-    let plan = rotation::plan(&loaded, now);
-    let rotated_at_start = plan.new_key_version.is_some() && loaded.newest().is_some();
-    let ring = if plan.is_noop() {
-        loaded
-    } else {
-        let next = rotation::apply(
-            &loaded,
-            &plan,
-            now,
-            config.crypto.rotation_interval,
-            config.crypto.rotation_grace,
-        );
-        store.save_noise_keys(&next)?;
-        next
-    };
-    Ok(LoadedKeys {
-        store,
-        static_keys: StaticKeys {
-            kem,
-            identity,
-            ice_secret,
-        },
-        ring,
-        rotated_at_start,
-    })
-}
-
-fn host_for_url(addr: &SocketAddr, domain: &str) -> String {
-    if addr.ip().is_unspecified() {
-        domain.to_string()
-    } else if addr.is_ipv6() {
-        format!("[{}]", addr.ip())
-    } else {
-        addr.ip().to_string()
-    }
-}
-
-/// The public URLs and candidates, once the sockets are bound.
-pub fn endpoints(config: &Config, http: SocketAddr, stun_addrs: Vec<SocketAddr>) -> Endpoints {
-    let public_url = config.public_url(http);
-    let connect_url = {
-        let ws = if let Some(rest) = public_url.strip_prefix("https://") {
-            format!("wss://{rest}")
-        } else if let Some(rest) = public_url.strip_prefix("http://") {
-            format!("ws://{rest}")
-        } else {
-            public_url.clone()
-        };
-        format!("{ws}/api/connect")
-    };
-    let public_host_port = url::Url::parse(&public_url)
-        .ok()
-        .map(|u| {
-            let host = u
-                .host_str()
-                .unwrap_or_default()
-                .trim_matches(['[', ']'])
-                .to_string();
-            (host, u.port_or_known_default().unwrap_or(0))
-        })
-        .unwrap_or_default();
-    let advertised: Vec<SocketAddr> = match &config.ice.lite_public_address {
-        Some(public) if config.ice.lite_enabled => public.clone(),
-        _ => stun_addrs.clone(),
-    };
-    let stun_urls = advertised
-        .iter()
-        .map(|a| {
-            format!(
-                "stun:{}:{}",
-                host_for_url(a, &config.server.domain),
-                a.port()
-            )
-        })
-        .collect();
-    let candidate_addrs = advertised
-        .into_iter()
-        .filter(|a| !a.ip().is_unspecified())
-        .collect();
-    Endpoints {
-        http,
-        public_url,
-        connect_url,
-        public_host_port,
-        stun_addrs,
-        stun_urls,
-        candidate_addrs,
+impl StartError {
+    /// The configuration is at fault (exit status 2, like a validation error).
+    pub fn is_config_error(&self) -> bool {
+        matches!(
+            self,
+            Self::Config(_) | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
+        )
     }
 }
 
@@ -166,7 +67,8 @@ impl Daemon {
     /// Loads keys and binds every socket; any failure is reported before serving starts.
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let now = unix_now();
-        let keys = load_keys(&config, now)?;
+        crate::http::openapi::encode_document()?;
+        let keys = crate::keys::load(&config, now)?;
         let turn = config
             .ice
             .turn
@@ -204,9 +106,11 @@ impl Daemon {
         if keys.rotated_at_start {
             metrics.key_rotations.inc();
         }
+        let limits = published_limits(&config);
         let state = AppState::new(
             StateParts {
                 endpoints: endpoints(&config, http_addr, stun_addrs),
+                limits,
                 config,
                 static_keys: keys.static_keys,
                 turn,
@@ -216,7 +120,7 @@ impl Daemon {
             },
             keys.ring,
             now,
-        );
+        )?;
         Ok(Self {
             state,
             http,
@@ -242,7 +146,7 @@ impl Daemon {
         if let Some(stun) = stun {
             let ice = &state.config.ice;
             let responder = Arc::new(StunResponder::new(
-                state.static_keys.ice_secret.clone(),
+                state.ice_secret.clone(),
                 ice.require_integrity,
             ));
             let limits = RateLimitConfig {
@@ -304,4 +208,17 @@ fn stun_sockets_per_addr() -> usize {
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8)
+}
+
+/// The limits server-info publishes, each from the layer that enforces it.
+fn published_limits(config: &Config) -> LimitsInfo {
+    let limits = &config.limits;
+    LimitsInfo {
+        max_request_body_bytes: crate::http::MAX_BODY_BYTES as u32,
+        max_signal_body_bytes: MAX_SIGNAL_BYTES as u32,
+        max_relay_data_bytes: MAX_SIGNAL_BYTES as u32,
+        relay_bytes_per_second: limits.relay_bytes_per_second,
+        max_sessions: limits.max_sessions,
+        handshake_timeout_seconds: limits.handshake_timeout_seconds,
+    }
 }

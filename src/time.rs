@@ -1,9 +1,12 @@
-//! Wall-clock helpers: the contract's RFC 3339 timestamps (UTC, whole seconds, `Z`).
+//! Time as the daemon counts it. Wall-clock time is unix seconds (`u64`), read only
+//! through [`unix_now`] and shown as the contract's RFC 3339 timestamps (UTC, whole
+//! seconds, `Z`); durations and deadlines use the monotonic `std::time::Instant`
+//! (`tokio::time::Instant` only where a tokio timer takes one).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+use ::time::OffsetDateTime;
+use ::time::format_description::well_known::Rfc3339;
 
 /// Seconds since the Unix epoch now (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {

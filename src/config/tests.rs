@@ -1,0 +1,132 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(text, &[])
+}
+
+#[test]
+fn empty_config_gives_laptop_defaults() {
+    let c = parse("").unwrap();
+    assert_eq!(c.server.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.ice.lite_bind[0].to_string(), "127.0.0.1:3478");
+    assert!(c.crypto.pq);
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = parse("[server]\nbindd = \"x\"\n").unwrap_err();
+    assert!(e.to_string().contains("server"), "{e}");
+    assert!(e.to_string().contains("bindd"), "{e}");
+}
+
+#[test]
+fn bad_bind_names_the_key() {
+    let e = parse("[server]\nbind = \"nope\"\n").unwrap_err();
+    assert_eq!(e.key, "server.bind");
+}
+
+#[test]
+fn env_overrides_are_typed() {
+    let env = vec![
+        ("COMMUCAT_CRYPTO_PQ".to_string(), "false".to_string()),
+        ("COMMUCAT_ICE_TURN_TTL".to_string(), "120".to_string()),
+        (
+            "COMMUCAT_ICE_LITE_BIND".to_string(),
+            "127.0.0.1:1,[::1]:2".to_string(),
+        ),
+        (
+            "COMMUCAT_DEVICE_ROTATION_ENABLED".to_string(),
+            "true".to_string(),
+        ),
+        ("COMMUCAT_ADMIN_TOKEN".to_string(), "12345".to_string()),
+        (
+            "COMMUCAT_LOG_LEVEL".to_string(),
+            "info,commucat=debug".to_string(),
+        ),
+    ];
+    let c = Config::from_toml_with_env("", &env).unwrap();
+    assert!(!c.crypto.pq);
+    assert_eq!(c.ice.turn_ttl, 120);
+    assert_eq!(c.ice.lite_bind.len(), 2);
+    assert!(c.device_rotation.enabled);
+    assert_eq!(c.admin.token.as_deref(), Some("12345"));
+    assert!(
+        !format!("{c:?}").contains("12345"),
+        "secrets are redacted in Debug"
+    );
+    assert_eq!(c.log.level, "info,commucat=debug");
+}
+
+#[test]
+fn env_unknown_key_and_bad_type_are_errors() {
+    let env = vec![("COMMUCAT_SERVER_BINDX".to_string(), "1".to_string())];
+    assert!(Config::from_toml_with_env("", &env).is_err());
+    let env = vec![("COMMUCAT_SERVR_BIND".to_string(), "x".to_string())];
+    assert_eq!(
+        Config::from_toml_with_env("", &env).unwrap_err().key,
+        "COMMUCAT_SERVR_BIND"
+    );
+    let env = vec![("COMMUCAT_CRYPTO_PQ".to_string(), "maybe".to_string())];
+    let e = Config::from_toml_with_env("", &env).unwrap_err();
+    assert_eq!(e.key, "COMMUCAT_CRYPTO_PQ");
+}
+
+#[test]
+fn turn_numbered_tables_and_comma_urls() {
+    let c = parse(
+        "[ice.turn.2]\nurls = \"turn:b.example:3478\"\nsecret = \"s2\"\n\
+         [ice.turn.1]\nurls = \"turn:a.example:3478, turns:a.example:5349\"\nsecret = \"s1\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.ice.turn.len(), 2);
+    assert_eq!(c.ice.turn[0].urls.len(), 2);
+    assert_eq!(c.ice.turn[1].signing_secret(), Some("s2"));
+}
+
+#[test]
+fn turn_needs_credentials() {
+    let e = parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\n").unwrap_err();
+    assert_eq!(e.key, "ice.turn[0]");
+}
+
+#[test]
+fn relations_are_checked() {
+    assert_eq!(
+        parse("[crypto]\npq = false\nrequire_pq = true\n")
+            .unwrap_err()
+            .key,
+        "crypto.require_pq"
+    );
+    assert_eq!(
+        parse("[ice]\nturn_ttl = 10\n").unwrap_err().key,
+        "ice.turn_ttl"
+    );
+    assert_eq!(
+        parse("[ice]\ncredential_secret = \"abcd\"\n")
+            .unwrap_err()
+            .key,
+        "ice.credential_secret"
+    );
+    assert_eq!(
+        parse("[[transport]]\nid = \"a\"\ntransport = \"warp\"\naddress = \"x\"\nport = 1\n")
+            .unwrap_err()
+            .key,
+        "transport[0].transport"
+    );
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let e = parse("[server]\nbind = \n").unwrap_err();
+    assert!(e.key.starts_with("line "), "{e}");
+    assert!(!e.to_string().contains('\n'));
+}
+
+#[test]
+fn public_url_derives_from_bind() {
+    let c = parse("").unwrap();
+    assert_eq!(
+        c.public_url("127.0.0.1:9999".parse().unwrap()),
+        "http://127.0.0.1:9999"
+    );
+}

@@ -1,0 +1,62 @@
+//! The two assist routes: count, read, validate, advise.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+
+use super::advice::build_response;
+use super::request::{read_request, validate};
+use super::wire::{AssistRequest, AssistResponse};
+use crate::http::problem::Problem;
+use crate::metrics::MethodLabels;
+use crate::state::AppState;
+
+/// P2P advice with the configured transports and default FEC parameters.
+#[utoipa::path(
+    get,
+    path = "/api/p2p/assist",
+    responses(
+        (status = 200, description = "P2P advice", body = AssistResponse),
+    )
+)]
+pub async fn get_assist(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<AssistResponse>, Problem> {
+    count_assist(&state, "GET");
+    let params = validate(AssistRequest::default())?;
+    build_response(&state, params).map(Json)
+}
+
+/// P2P advice for the given paths and FEC parameters. An empty body is the same as GET.
+#[utoipa::path(
+    post,
+    path = "/api/p2p/assist",
+    request_body(content = AssistRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "P2P advice", body = AssistResponse),
+        (status = 400, description = "Invalid JSON or a value out of range; `detail` names the field", content_type = "application/problem+json"),
+        (status = 413, description = "Body over 16 KiB", content_type = "application/problem+json"),
+        (status = 415, description = "Body is not application/json", content_type = "application/problem+json"),
+    )
+)]
+pub async fn post_assist(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<AssistResponse>, Problem> {
+    count_assist(&state, "POST");
+    let request = read_request(&headers, body).await?;
+    let params = validate(request)?;
+    build_response(&state, params).map(Json)
+}
+
+fn count_assist(state: &AppState, method: &'static str) {
+    state
+        .metrics
+        .assist_requests
+        .get_or_create(&MethodLabels { method })
+        .inc();
+}
