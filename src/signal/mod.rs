@@ -1,4 +1,4 @@
-//! Signaling sessions over `/api/connect` (PROTOCOL.md §4).
+//! Signaling sessions over `/api/connect` (docs/protocol.md §4).
 //!
 //! - [`messages`]: the JSON messages, shared with the client library;
 //! - [`session`]: one session as a sans-I/O state machine;
@@ -6,42 +6,9 @@
 //! - [`limits`]: token buckets (per source address, per session relay bytes);
 //! - `connection`: the tokio tasks that move frames.
 //!
-//! Where §4 is silent, this module chooses:
-//! - `[limits] max_sessions` bounds the WebSocket connections open at once, handshaking
-//!   ones included (so memory is bounded before any CPU is spent); one over the limit is
-//!   closed with 4429 right after the upgrade.
-//! - The per-IP limit (`connect_rate_per_ip`/`connect_burst`) applies to every
-//!   `GET /api/connect` before the upgrade: HTTP 429 problem+json with `Retry-After`.
-//!   IPv6 sources are grouped by /64.
-//! - The handshake timeout runs from the upgrade to the completed handshake; for IK it
-//!   also covers the first client transport message, since only that message confirms
-//!   the keys (a replayed IK message 1 gets 4408 and never displaces a session). IK
-//!   clients should therefore send something (e.g. a `ping`) right after the handshake.
-//!   A handshake counts as completed (`noise_handshakes`, outcome `ok`) at that point.
-//! - Failures with no code in §4: an unparseable or unknown message is `bad_request`
-//!   (the session stays open); a signal or relay to a session whose outbound queue is
-//!   full gets `rate_limited` (senders never wait on slow receivers); an internal error
-//!   closes with 1011; exhausting the 2^64 message counter closes with 1008.
-//! - A session's own replies apply backpressure instead: the reader stops reading until
-//!   the writer has room, so 5 000 pipelined pings all get their pong, in order.
-//! - Device ids in `to`/`device` are 64 hex digits, either case (answers use lowercase);
-//!   anything else is `bad_request`.
-//! - A reply that cannot be queued within `session.ttl_seconds` (the client sends but
-//!   never reads) closes the session with 4408, like an idle one.
-//! - Close codes are sent with a short reason (the metric label); after a close the
-//!   server waits up to 1 s for the client's close reply, except after an oversized
-//!   frame, whose rest is never read.
-//!
-//! Costs, measured with `cargo bench --bench handshake_load` (release, loopback, client
-//! in the same process on the same 2-core machine): about 17 KiB of daemon RSS per idle
-//! session with 10 000 open (read buffer 4 KiB, writes unbuffered beyond 8 KiB, an
-//! outbound queue of 16). `ServerHandshake::start` runs on the blocking pool behind a
-//! semaphore of 2 × cores permits. Against running it inline on the workers, measured
-//! A/B interleaved (3 rounds of 8 s each, 16 client loops, XK v2 hybrid): the same rate
-//! (about 1 700 handshakes/s either way; the client's own crypto shares the 2 cores),
-//! and `/healthz` during the load at p90 2.65–2.85 ms with the blocking pool against
-//! 3.1–3.2 ms inline (p99 4.0–4.9 ms against 4.2–5.3 ms). The blocking pool also keeps
-//! a flood of handshakes off the threads that serve HTTP.
+//! Where the contract is silent, the readings this module takes are written once, in
+//! docs/protocol.md ("Readings for §4", R4.1–R4.15); its measured costs (memory per idle
+//! session, handshake rate, the blocking-pool A/B) are in docs/development.md.
 //!
 //! 10 000 sessions need as many file descriptors: run the daemon with
 //! `LimitNOFILE=65536` (systemd) or `ulimit -n` of at least 20 000.
