@@ -11,7 +11,7 @@ use commucat::client::connect::{
     ConnectError, ConnectOptions, Connection, Socket, client_params, connect, connect_with_info,
     device_id, fresh_device_secret, open_socket,
 };
-use commucat::client::http::fetch_server_info;
+use commucat::client::http::{ClientError, IdentityError, fetch_server_info};
 use commucat::crypto::{ClientHandshake, Pattern, Version};
 use commucat::discovery::ServerInfo;
 use commucat::keys::bundle::{decode_verifying_key, device_certificate_text, verify_hex};
@@ -38,7 +38,7 @@ fn with_key(mut o: ConnectOptions, secret: &Zeroizing<[u8; 32]>) -> ConnectOptio
 }
 
 async fn info(d: &Daemon) -> ServerInfo {
-    fetch_server_info(&client(), &d.base()).await.unwrap()
+    fetch_server_info(&client(), &d.base(), None).await.unwrap()
 }
 
 async fn metrics(d: &Daemon) -> String {
@@ -890,7 +890,7 @@ fn shutdown_closes_sessions_with_1001_and_exits_cleanly() {
 fn a_pinned_server_identity_is_enforced() {
     let d = Daemon::start("");
     runtime().block_on(async {
-        let info = fetch_server_info(&client(), &d.base()).await.unwrap();
+        let info = fetch_server_info(&client(), &d.base(), None).await.unwrap();
         let mut o = options(Pattern::Xk, Version::V2, true);
         o.server_identity = Some(info.device_ca_public.to_uppercase());
         connect(&d.base(), o.clone())
@@ -898,7 +898,10 @@ fn a_pinned_server_identity_is_enforced() {
             .expect("the right pin connects");
         o.server_identity = Some("00".repeat(1952));
         match connect(&d.base(), o).await {
-            Err(ConnectError::IdentityMismatch) => {}
+            Err(ConnectError::Http(ClientError::Identity {
+                reason: IdentityError::NotPinned,
+                ..
+            })) => {}
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("a wrong pin must not connect"),
         }

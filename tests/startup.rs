@@ -292,3 +292,13 @@ fn silent_http_connections_are_closed_after_the_header_timeout() {
     });
     assert_eq!(status, 200);
 }
+
+#[test]
+fn a_second_daemon_on_the_same_state_directory_refuses_to_start() {
+    let dir = temp_dir("locked");
+    let first = Daemon::start_in(&dir, "", &[]);
+    let failed = Daemon::refuses_to_start(&dir, "", &[], &["in use by another commucat"]);
+    assert!(!failed.status.success());
+    // The first one still serves, with the keys it had.
+    assert!(first.stop().success());
+}

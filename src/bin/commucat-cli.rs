@@ -370,7 +370,7 @@ fn generate_pq_keys() -> Result<()> {
 
 async fn server_info(url: &str, timeout: Duration) -> Result<()> {
     let client = http_client(timeout)?;
-    let info = fetch_server_info(&client, url)
+    let info = fetch_server_info(&client, url, None)
         .await
         .with_context(|| format!("server-info of {url}"))?;
     println!("{}", serde_json::to_string_pretty(&info)?);

@@ -40,8 +40,6 @@ pub enum ConnectError {
     PqUnavailable,
     #[error("server-info has an invalid {0}")]
     BadServerInfo(&'static str),
-    #[error("the server's identity key is not the pinned one")]
-    IdentityMismatch,
     #[error("WebSocket: {0}")]
     WebSocket(String),
     #[error("handshake failed")]
@@ -247,12 +245,7 @@ pub async fn open_socket(url: &str, timeout: Duration) -> Result<Socket, Connect
 /// Fetches `/api/server-info` (signature verified) and connects.
 pub async fn connect(base: &str, options: ConnectOptions) -> Result<Connection, ConnectError> {
     let client = http_client(options.timeout)?;
-    let info = fetch_server_info(&client, base).await?;
-    if let Some(pin) = &options.server_identity
-        && !pin.trim().eq_ignore_ascii_case(&info.device_ca_public)
-    {
-        return Err(ConnectError::IdentityMismatch);
-    }
+    let info = fetch_server_info(&client, base, options.server_identity.as_deref()).await?;
     connect_with_info(base, &info, options).await
 }
 

@@ -26,6 +26,21 @@ pub enum ClientError {
     BadAnswer { url: String, reason: String },
     #[error("key bundle signature of {url} does not verify: {source}")]
     Signature { url: String, source: VerifyError },
+    #[error("{url} does not prove the pinned server identity: {reason}")]
+    Identity { url: String, reason: IdentityError },
+}
+
+/// Why a document is not accepted as coming from the expected server.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdentityError {
+    /// `device_ca_public` and `post_quantum.signature_public_hex` must be one key: a
+    /// document naming two could show a pinned key while being signed by another.
+    #[error("device_ca_public and post_quantum.signature_public_hex differ")]
+    FieldsDiffer,
+    #[error("its identity key is not the pinned one")]
+    NotPinned,
+    #[error("the pinned identity is not an ML-DSA-65 public key in hex")]
+    BadPin,
 }
 
 fn install_crypto_provider() {
@@ -95,10 +110,12 @@ async fn decode<T: DeserializeOwned>(
     })
 }
 
-/// Fetches `/api/server-info` and verifies its key bundle signature.
+/// Fetches `/api/server-info` and verifies its key bundle signature: with the pinned
+/// identity `pin` (hex ML-DSA-65 key) when given, else with the key the document names.
 pub async fn fetch_server_info(
     client: &reqwest::Client,
     base: &str,
+    pin: Option<&str>,
 ) -> Result<ServerInfo, ClientError> {
     let url = join(base, "/api/server-info")?;
     let response = client
@@ -110,13 +127,48 @@ pub async fn fetch_server_info(
             reason: describe(&e),
         })?;
     let info: ServerInfo = decode(&url, response).await?;
-    verify_server_info(&info).map_err(|source| ClientError::Signature { url, source })?;
-    Ok(info)
+    match verify_server_info(&info, pin) {
+        Ok(()) => Ok(info),
+        Err(Rejected::Identity(reason)) => Err(ClientError::Identity { url, reason }),
+        Err(Rejected::Signature(source)) => Err(ClientError::Signature { url, source }),
+    }
 }
 
-/// Recomputes the key bundle from the document and checks the ML-DSA-65 signature
-/// against `post_quantum.signature_public_hex`.
-pub fn verify_server_info(info: &ServerInfo) -> Result<(), VerifyError> {
+/// Why [`verify_server_info`] rejected a document.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error(transparent)]
+    Identity(IdentityError),
+    #[error(transparent)]
+    Signature(VerifyError),
+}
+
+/// Recomputes the key bundle from the document and checks its ML-DSA-65 signature with
+/// the verifying key: the pinned one when given (so the pin is the key that verifies,
+/// not a field compared on the side), else the document's own, which then proves only
+/// that the document is self-consistent. Either way the document's two identity fields
+/// must name the same key.
+pub fn verify_server_info(info: &ServerInfo, pin: Option<&str>) -> Result<(), Rejected> {
+    let pq = &info.post_quantum;
+    if !info
+        .device_ca_public
+        .eq_ignore_ascii_case(&pq.signature_public_hex)
+    {
+        return Err(Rejected::Identity(IdentityError::FieldsDiffer));
+    }
+    let verifying_hex = match pin.map(str::trim) {
+        Some(pin) => {
+            if !pin.eq_ignore_ascii_case(&pq.signature_public_hex) {
+                return Err(Rejected::Identity(IdentityError::NotPinned));
+            }
+            pin
+        }
+        None => pq.signature_public_hex.as_str(),
+    };
+    let vk = decode_verifying_key(&verifying_hex.to_ascii_lowercase()).map_err(|e| match pin {
+        Some(_) => Rejected::Identity(IdentityError::BadPin),
+        None => Rejected::Signature(e),
+    })?;
     let keys: Vec<BundleNoiseKey> = info
         .noise_keys
         .iter()
@@ -128,10 +180,8 @@ pub fn verify_server_info(info: &ServerInfo) -> Result<(), VerifyError> {
             expires_at: k.expires_at.clone(),
         })
         .collect();
-    let pq = &info.post_quantum;
     let text = key_bundle_text(&info.domain, &keys, pq.kem_public_hex.as_deref());
-    let vk = decode_verifying_key(&pq.signature_public_hex)?;
-    verify_hex(&vk, text.as_bytes(), &pq.key_bundle_signature_hex)
+    verify_hex(&vk, text.as_bytes(), &pq.key_bundle_signature_hex).map_err(Rejected::Signature)
 }
 
 /// `GET /api/p2p/assist`, or `POST` with `request` as the JSON body.

@@ -130,3 +130,25 @@ fn public_url_derives_from_bind() {
         "http://127.0.0.1:9999"
     );
 }
+
+#[test]
+fn session_times_are_bounded() {
+    for text in [
+        "[session]\nttl_seconds = 9223372036854775807\n",
+        "[session]\nttl_seconds = 86401\n",
+        "[session]\nttl_seconds = 0\n",
+    ] {
+        assert_eq!(
+            parse(text).unwrap_err().key,
+            "session.ttl_seconds",
+            "{text}"
+        );
+    }
+    assert_eq!(
+        parse("[session]\nkeepalive_interval = 9223372036854775807\n")
+            .unwrap_err()
+            .key,
+        "session.keepalive_interval"
+    );
+    assert!(parse("[session]\nttl_seconds = 86400\n").is_ok());
+}

@@ -196,16 +196,17 @@ impl Config {
     }
 
     fn validate_misc(&self) -> Result<(), ConfigError> {
-        if self.session.ttl_seconds == 0 {
+        // Bounded so that every deadline computed from them stays representable.
+        if !(1..=86_400).contains(&self.session.ttl_seconds) {
             return Err(ConfigError::new(
                 "session.ttl_seconds",
-                "must be at least 1",
+                "must be between 1 and 86400",
             ));
         }
-        if self.session.keepalive_interval == 0 {
+        if !(1..=86_400).contains(&self.session.keepalive_interval) {
             return Err(ConfigError::new(
                 "session.keepalive_interval",
-                "must be at least 1",
+                "must be between 1 and 86400",
             ));
         }
         if self.admin.token.as_deref() == Some("") {

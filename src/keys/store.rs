@@ -18,6 +18,9 @@ pub const NOISE_KEYS_FILE: &str = "noise_keys.json";
 pub const KEM_SEED_FILE: &str = "kem.seed";
 pub const IDENTITY_SEED_FILE: &str = "identity.seed";
 pub const ICE_SECRET_FILE: &str = "ice.secret";
+/// Locked exclusively while a process uses the directory, so that two daemons never
+/// mint competing keys in it.
+pub const LOCK_FILE: &str = ".lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyStoreError {
@@ -31,6 +34,10 @@ pub enum KeyStoreError {
         "keystore {path} is accessible to group or others (mode {mode:o}); run: chmod 600 {path}"
     )]
     Permissions { path: PathBuf, mode: u32 },
+    #[error(
+        "state directory {dir} is in use by another commucat process (it holds {dir}/{LOCK_FILE}); stop it or give this one its own state_dir"
+    )]
+    Locked { dir: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
@@ -40,10 +47,31 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
     }
 }
 
-/// The state directory holding the key files.
+/// Takes the directory's lock without waiting: a second process is refused at once.
+fn lock_exclusively(dir: &Path) -> Result<File, KeyStoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(KeyStoreError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(fs::TryLockError::Error(source)) => Err(KeyStoreError::Io { path, source }),
+    }
+}
+
+/// The state directory holding the key files, locked for this process while it lives.
 #[derive(Debug, Clone)]
 pub struct KeyStore {
     dir: PathBuf,
+    /// The exclusive lock on [`LOCK_FILE`]; released when the last clone drops.
+    _lock: std::sync::Arc<File>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -90,8 +118,10 @@ impl KeyStore {
         if mode & 0o077 != 0 {
             tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "state directory is accessible to group or others; chmod 700 it");
         }
+        let lock = lock_exclusively(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -332,5 +362,16 @@ mod tests {
             store.load_noise_keys(),
             Err(KeyStoreError::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn a_second_opener_is_refused_until_the_first_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = KeyStore::open(dir.path()).unwrap();
+        let err = KeyStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, KeyStoreError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another commucat"), "{err}");
+        drop(first);
+        KeyStore::open(dir.path()).expect("the lock is released with the store");
     }
 }
