@@ -68,6 +68,8 @@ pub struct Metrics {
     pub assist_requests: Family<MethodLabels, Counter>,
     pub turn_credentials: Family<KindLabels, Counter>,
     pub key_rotations: Counter,
+    /// Wall-clock jumps the key rotation task saw against the monotonic clock.
+    pub clock_jumps: Counter,
     pub noise_handshakes: Counter,
     pub pq_handshakes: Counter,
     /// `/api/connect` handshakes by pattern, version, pq and outcome.
@@ -97,6 +99,7 @@ impl Metrics {
         let assist_requests = Family::<MethodLabels, Counter>::default();
         let turn_credentials = Family::<KindLabels, Counter>::default();
         let key_rotations = Counter::default();
+        let clock_jumps = Counter::default();
         let noise_handshakes = Counter::default();
         let pq_handshakes = Counter::default();
         let handshakes = Family::<HandshakeLabels, Counter>::default();
@@ -141,6 +144,11 @@ impl Metrics {
             "key_rotations",
             "Noise static key rotations carried out",
             key_rotations.clone(),
+        );
+        registry.register(
+            "clock_jumps",
+            "Wall-clock jumps against the monotonic clock seen by the key rotation task",
+            clock_jumps.clone(),
         );
         registry.register(
             "noise_handshakes",
@@ -216,6 +224,7 @@ impl Metrics {
             assist_requests,
             turn_credentials,
             key_rotations,
+            clock_jumps,
             noise_handshakes,
             pq_handshakes,
             handshakes,

@@ -14,7 +14,7 @@ use crate::ice::credentials::IceSecret;
 use crate::ice::turn::TurnServer;
 use crate::ice::udp::StunReadiness;
 use crate::keys::device::DeviceKeyPool;
-use crate::keys::rotation;
+use crate::keys::rotation::{self, Pruning};
 use crate::keys::store::{KeyStore, KeyStoreError};
 use crate::keys::{KemKeys, NoiseKeyRing, StaticKeys};
 use crate::metrics::Metrics;
@@ -33,6 +33,12 @@ pub enum RotateError {
 pub struct KeySnapshot {
     pub ring: NoiseKeyRing,
     pub server_info: Bytes,
+    /// The key versions `server_info` lists.
+    listed_versions: Vec<u32>,
+}
+
+fn listed_versions(ring: &NoiseKeyRing, now: u64) -> Vec<u32> {
+    ring.listed(now).map(|k| k.version).collect()
 }
 
 /// Where the daemon listens, known once its sockets are bound.
@@ -90,6 +96,7 @@ impl AppState {
         let unpublished = KeySnapshot {
             ring: NoiseKeyRing::default(),
             server_info: Bytes::new(),
+            listed_versions: Vec::new(),
         };
         let StateParts {
             config,
@@ -144,24 +151,37 @@ impl AppState {
             limits: &self.limits,
         };
         let server_info = server_info::render(&sources, &ring, now)?;
-        self.keys.store(Arc::new(KeySnapshot { ring, server_info }));
+        let listed_versions = listed_versions(&ring, now);
+        self.keys.store(Arc::new(KeySnapshot {
+            ring,
+            server_info,
+            listed_versions,
+        }));
         Ok(())
     }
 
-    /// Rotates or prunes Noise keys that are due at `now` ([`rotation::advance`]: the new
-    /// ring is persisted before it is published). Returns whether anything changed.
-    pub fn rotate_keys(&self, now: u64) -> Result<bool, RotateError> {
+    /// Rotates and (when `pruning` allows) prunes the Noise keys that are due at `now`
+    /// ([`rotation::advance`]: the new ring is persisted before it is published), and
+    /// republishes server-info when a key left the listed set by expiring. Returns
+    /// whether anything was published.
+    pub fn rotate_keys(&self, now: u64, pruning: Pruning) -> Result<bool, RotateError> {
         let _guard = self.rotate_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.keys();
         let crypto = &self.config.crypto;
-        let Some(advanced) = rotation::advance(
+        let advanced = rotation::advance(
             &self.store,
-            &self.keys().ring,
+            &current.ring,
             now,
             crypto.rotation_interval,
             crypto.rotation_grace,
-        )?
-        else {
-            return Ok(false);
+            pruning,
+        )?;
+        let Some(advanced) = advanced else {
+            if current.listed_versions == listed_versions(&current.ring, now) {
+                return Ok(false);
+            }
+            self.publish(current.ring.clone(), now)?;
+            return Ok(true);
         };
         if let Some(version) = advanced.new_version {
             self.metrics.key_rotations.inc();

@@ -22,7 +22,7 @@ pub struct LoadedKeys {
 }
 
 /// Loads every key, generating (and persisting) what is missing; a due rotation is done
-/// here so the daemon never starts on a key past its `rotates_at`.
+/// here so the daemon never starts on a key past its `rotates_at`. Nothing is deleted.
 pub fn load(config: &Config, now: u64) -> Result<LoadedKeys, KeysError> {
     let store = KeyStore::open(&config.server.resolved_state_dir())?;
     let identity = IdentityKeys::from_seed(&*store.load_or_create_identity_seed()?);
@@ -40,6 +40,8 @@ pub fn load(config: &Config, now: u64) -> Result<LoadedKeys, KeysError> {
         now,
         crypto.rotation_interval,
         crypto.rotation_grace,
+        // Never at start: the clock may be wrong (docs/operations.md, "Clock jumps").
+        rotation::Pruning::Held,
     )?;
     let rotated_at_start = had_keys && advanced.as_ref().is_some_and(|a| a.new_version.is_some());
     let ring = advanced.map_or(loaded, |a| a.ring);

@@ -88,9 +88,10 @@ impl NoiseKey {
         &self.key
     }
 
-    /// Handshakes are accepted on a key from `valid_after` until `expires_at`.
+    /// Handshakes are accepted on a key from `valid_after` (less
+    /// [`rotation::VALID_AFTER_SKEW`]) until `expires_at`.
     pub fn usable_at(&self, now: u64) -> bool {
-        self.valid_after <= now && now < self.expires_at
+        self.valid_after <= now.saturating_add(rotation::VALID_AFTER_SKEW) && now < self.expires_at
     }
 }
 
@@ -106,8 +107,9 @@ impl std::fmt::Debug for NoiseKey {
     }
 }
 
-/// The Noise static keys that have not expired, oldest first.
-#[derive(Debug, Default)]
+/// The Noise static keys, oldest first: those not expired, and expired ones not yet
+/// pruned ([`rotation::Pruning`]).
+#[derive(Debug, Default, Clone)]
 pub struct NoiseKeyRing {
     keys: Vec<NoiseKey>,
 }
@@ -142,7 +144,7 @@ impl NoiseKeyRing {
             .ok_or(KeyLookupError::Unknown)?;
         if key.usable_at(now) {
             Ok(key)
-        } else if now < key.valid_after {
+        } else if now < key.expires_at {
             Err(KeyLookupError::Unknown)
         } else {
             Err(KeyLookupError::Expired)
@@ -154,12 +156,23 @@ impl NoiseKeyRing {
         self.keys.iter().filter(move |k| now < k.expires_at)
     }
 
-    /// A copy of this ring without the keys expired at `now`, plus `added`.
-    pub fn successor(&self, now: u64, added: Option<NoiseKey>) -> Self {
+    /// The keys that may be deleted at `now`: expired, and not the newest (which is
+    /// kept whatever the clock says, so that a ring is never emptied by a clock jump).
+    pub fn prunable(&self, now: u64) -> impl Iterator<Item = &NoiseKey> {
+        let newest = self.newest().map(|k| k.version);
+        self.keys
+            .iter()
+            .filter(move |k| k.expires_at <= now && Some(k.version) != newest)
+    }
+
+    /// A copy of this ring, without the [`prunable`](Self::prunable) keys when `prune`,
+    /// plus `added`.
+    pub fn successor(&self, now: u64, prune: bool, added: Option<NoiseKey>) -> Self {
+        let newest = self.newest().map(|k| k.version);
         let mut keys: Vec<NoiseKey> = self
             .keys
             .iter()
-            .filter(|k| now < k.expires_at)
+            .filter(|k| !prune || now < k.expires_at || Some(k.version) == newest)
             .cloned()
             .collect();
         keys.extend(added);
