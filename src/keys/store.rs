@@ -47,6 +47,36 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyStoreError + '_ {
     }
 }
 
+/// A write buffer for serialized secrets: when it grows, the old allocation is zeroized
+/// before it is freed (a plain `Vec` would leave copies of the key material behind), and
+/// the last one when the buffer drops.
+#[derive(Default)]
+struct SecretBuffer(Zeroizing<Vec<u8>>);
+
+impl SecretBuffer {
+    fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Write for SecretBuffer {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let needed = self.0.len() + data.len();
+        if needed > self.0.capacity() {
+            let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(256) * 2));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer is zeroized as it drops here.
+            self.0 = bigger;
+        }
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Takes the directory's lock without waiting: a second process is refused at once.
 fn lock_exclusively(dir: &Path) -> Result<File, KeyStoreError> {
     let path = dir.join(LOCK_FILE);
@@ -142,14 +172,16 @@ impl KeyStore {
         let Some(bytes) = self.read_private(&path)? else {
             return Ok(None);
         };
-        let array: [u8; N] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyStoreError::Corrupt {
-                path: path.clone(),
+        if bytes.len() != N {
+            return Err(KeyStoreError::Corrupt {
+                path,
                 reason: format!("expected {N} bytes, found {}", bytes.len()),
-            })?;
-        Ok(Some(Zeroizing::new(array)))
+            });
+        }
+        // Copied straight into zeroizing memory: no plain array of the secret on the stack.
+        let mut secret = Zeroizing::new([0u8; N]);
+        secret.copy_from_slice(&bytes);
+        Ok(Some(secret))
     }
 
     /// Reads the secret `name`, generating and persisting a random one on first start.
@@ -200,10 +232,14 @@ impl KeyStore {
                 hex::decode(&record.secret_hex)
                     .map_err(|_| corrupt(format!("key {}: secret is not hex", record.version)))?,
             );
-            let secret: [u8; 32] = secret
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt(format!("key {}: secret is not 32 bytes", record.version)))?;
+            if secret.len() != 32 {
+                return Err(corrupt(format!(
+                    "key {}: secret is not 32 bytes",
+                    record.version
+                )));
+            }
+            let mut key = Zeroizing::new([0u8; 32]);
+            key.copy_from_slice(&secret);
             if !(record.valid_after <= record.rotates_at && record.rotates_at <= record.expires_at)
             {
                 return Err(corrupt(format!(
@@ -213,7 +249,7 @@ impl KeyStore {
             }
             keys.push(NoiseKey::new(
                 record.version,
-                secret,
+                *key,
                 record.valid_after,
                 record.rotates_at,
                 record.expires_at,
@@ -231,21 +267,19 @@ impl KeyStore {
                 .iter()
                 .map(|k| NoiseKeyRecord {
                     version: k.version,
-                    secret_hex: hex::encode(*k.secret_bytes()),
+                    secret_hex: hex::encode(k.secret_bytes().as_slice()),
                     valid_after: k.valid_after,
                     rotates_at: k.rotates_at,
                     expires_at: k.expires_at,
                 })
                 .collect(),
         };
-        let json =
-            Zeroizing::new(
-                serde_json::to_vec_pretty(&file).map_err(|e| KeyStoreError::Io {
-                    path: self.path(NOISE_KEYS_FILE),
-                    source: io::Error::other(e),
-                })?,
-            );
-        self.write_atomic(NOISE_KEYS_FILE, &json)
+        let mut json = SecretBuffer::default();
+        serde_json::to_writer_pretty(&mut json, &file).map_err(|e| KeyStoreError::Io {
+            path: self.path(NOISE_KEYS_FILE),
+            source: io::Error::other(e),
+        })?;
+        self.write_atomic(NOISE_KEYS_FILE, json.as_bytes())
     }
 
     /// Reads a key file after checking that only its owner can read it.
@@ -373,5 +407,29 @@ mod tests {
         assert!(err.to_string().contains("another commucat"), "{err}");
         drop(first);
         KeyStore::open(dir.path()).expect("the lock is released with the store");
+    }
+
+    #[test]
+    fn the_secret_buffer_never_grows_in_place() {
+        let mut buffer = SecretBuffer::default();
+        let mut capacities = Vec::new();
+        for chunk in 0..200u8 {
+            buffer.write_all(&[chunk; 7]).unwrap();
+            capacities.push(buffer.0.capacity());
+        }
+        assert_eq!(buffer.as_bytes().len(), 1400);
+        assert!(
+            buffer
+                .as_bytes()
+                .chunks(7)
+                .enumerate()
+                .all(|(i, c)| c == [i as u8; 7])
+        );
+        // Every growth was a fresh zeroizing allocation of at least double the need.
+        assert!(
+            capacities
+                .windows(2)
+                .all(|w| w[1] == w[0] || w[1] >= 2 * w[0].min(w[1]))
+        );
     }
 }
