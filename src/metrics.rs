@@ -250,7 +250,13 @@ impl Metrics {
         self.started.elapsed().as_secs()
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// Every metric in the Prometheus text format 0.0.4, for scrapers that do not ask for
+    /// OpenMetrics (plain `curl`, older Prometheus, most agents).
+    pub fn encode_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.encode())
+    }
+
+    /// Every metric in the OpenMetrics 1.0 text format.
     pub fn encode(&self) -> String {
         self.uptime
             .set(i64::try_from(self.uptime_seconds()).unwrap_or(i64::MAX));
@@ -265,6 +271,44 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter families are named by
+/// their `_total` samples in `# HELP`/`# TYPE`, `# UNIT` lines and the closing `# EOF`
+/// go, `info` and `stateset` families are typed `gauge`. Samples are the same in both.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| line.strip_prefix(prefix).map(|rest| (prefix, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) && !name.ends_with("_total") {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(match tail {
+                    "info" | "stateset" => "gauge",
+                    other => other,
+                });
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -290,5 +334,33 @@ mod tests {
         assert!(text.contains("commucat_build_info{version="));
         assert!(text.contains("commucat_uptime_seconds"));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn prometheus_text_names_counters_by_their_samples_and_has_no_eof() {
+        let m = Metrics::new();
+        m.key_rotations.inc();
+        let text = m.encode_prometheus();
+        assert!(
+            text.contains("# TYPE commucat_key_rotations_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP commucat_key_rotations_total "),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ncommucat_key_rotations_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        // Everything else (gauges, histograms) is unchanged.
+        let open = m.encode();
+        assert!(open.ends_with("# EOF\n"));
+        let samples = |t: &str| t.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(samples(&text), samples(&open));
     }
 }

@@ -330,6 +330,8 @@ impl Default for DeviceRotationConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub token: Option<Secret>,
+    /// Serve `/metrics` without a token on a non-loopback address.
+    pub public_metrics: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -22,6 +22,7 @@ use crate::time::unix_now;
 
 mod endpoints;
 mod rotation;
+mod systemd;
 
 pub use endpoints::endpoints;
 
@@ -174,6 +175,8 @@ impl Daemon {
             public_url = %endpoints.public_url,
             "commucat ready"
         );
+        systemd::ready();
+        tasks.spawn(systemd::watchdog(state.clone(), stop_rx.clone()));
         let server = tokio::spawn(crate::http::server::serve(
             http,
             app,
@@ -187,6 +190,7 @@ impl Daemon {
             stop_rx.clone(),
         ));
         shutdown.await;
+        systemd::stopping();
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
         let result = server.await.map_err(std::io::Error::other);
