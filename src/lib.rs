@@ -7,12 +7,13 @@
 //! |---|---|
 //! | 0, leaf utilities | [`sys`] (the only unsafe code), [`time`], [`metrics`], [`ratelimit`], [`fec`] |
 //! | 1 | [`config`]: parse and validate |
-//! | 2 | [`keys`], [`crypto`] (sans-I/O handshake and transport) |
+//! | 2 | [`keys`], [`crypto`] (sans-I/O handshake and transport), [`auth`] (access tokens) |
 //! | 3 | [`ice`]: credentials, TURN, candidates, the STUN responder and server |
 //! | 4 | [`discovery`] (published documents), [`state`] |
 //! | 5 | [`http`], [`signal`] |
 //! | 6 | [`daemon`], [`client`] |
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod crypto;

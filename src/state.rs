@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::discovery::{LimitsInfo, RenderError, StaticAdvice, server_info};
 use crate::fec::FecPlanCache;
@@ -68,6 +69,7 @@ pub struct StateParts {
     pub stun_readiness: Option<StunReadiness>,
     /// The limits server-info publishes, from the layers that enforce them.
     pub limits: LimitsInfo,
+    pub auth: Authorizer,
 }
 
 pub struct AppState {
@@ -79,6 +81,8 @@ pub struct AppState {
     pub turn: Vec<TurnServer>,
     pub metrics: Metrics,
     pub limits: LimitsInfo,
+    /// Who may fetch assist and open sessions.
+    pub auth: Authorizer,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
     pub device_keys: DeviceKeyPool,
@@ -107,6 +111,7 @@ impl AppState {
             store,
             stun_readiness,
             limits,
+            auth,
         } = parts;
         let static_advice = StaticAdvice::new(
             static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
@@ -116,6 +121,7 @@ impl AppState {
             static_advice,
             ice_secret: IceSecret::from_bytes(*static_keys.ice_secret),
             limits,
+            auth,
             device_keys: DeviceKeyPool::default(),
             config,
             endpoints,

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("config", 1),
     ("keys", 2),
     ("crypto", 2),
+    ("auth", 2),
     ("ice", 3),
     ("discovery", 4),
     ("state", 4),

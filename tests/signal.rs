@@ -67,7 +67,7 @@ fn ws_url(d: &Daemon) -> String {
 }
 
 async fn raw_socket(d: &Daemon) -> Socket {
-    open_socket(&ws_url(d), WAIT).await.unwrap()
+    open_socket(&ws_url(d), None, WAIT).await.unwrap()
 }
 
 /// Reads until the server's close frame; its code (None if the connection just ended).
@@ -182,7 +182,7 @@ fn handshake_matrix_and_security_counters() {
         let m = metrics(&d).await;
         assert_eq!(metric(&m, "commucat_noise_handshakes_total"), 6);
         assert_eq!(metric(&m, "commucat_pq_handshakes_total"), expected_pq);
-        let assist = commucat::client::http::fetch_assist(&client(), &d.base(), None)
+        let assist = commucat::client::http::fetch_assist(&client(), &d.base(), None, None)
             .await
             .unwrap();
         assert_eq!(assist["security"]["noise_handshakes"], json!(6));

@@ -21,6 +21,9 @@ struct Cli {
     /// Timeout for each network operation, in seconds.
     #[arg(long, global = true, default_value_t = 10)]
     timeout: u64,
+    /// Access token for a daemon with `[auth] required` (assist, connect, chat).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    access_token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -29,6 +32,22 @@ struct Cli {
 enum Command {
     /// Generate an ML-KEM-768 key pair and print the [crypto] lines for commucat.toml.
     GeneratePqKeys,
+    /// Issue an access token (HS256 JWT) signed with one of the daemon's
+    /// `[auth] jwt_secrets`, read from the first line of a file.
+    Token {
+        /// File whose first line is the JWT secret.
+        #[arg(long, value_name = "PATH")]
+        secret_file: std::path::PathBuf,
+        /// The token's subject (`sub`): who it is for.
+        #[arg(long)]
+        sub: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+        /// Bind the token to one device (64 hex digits: its static X25519 key).
+        #[arg(long, value_name = "HEX")]
+        device: Option<String>,
+    },
     /// Fetch /api/server-info, print it and verify its key bundle signature.
     ServerInfo {
         /// Base URL of the daemon, e.g. http://127.0.0.1:8080
@@ -122,7 +141,7 @@ struct HandshakeArgs {
 }
 
 impl HandshakeArgs {
-    fn options(&self, timeout: Duration) -> Result<ConnectOptions> {
+    fn options(&self, timeout: Duration, access_token: Option<String>) -> Result<ConnectOptions> {
         let device_secret = match &self.key_file {
             Some(path) => Some(load_or_create_device_key(path)?),
             None => None,
@@ -144,6 +163,7 @@ impl HandshakeArgs {
             timeout,
             prologue: self.prologue.as_bytes().to_vec(),
             server_identity: self.server_identity.clone(),
+            access_token,
         })
     }
 }
@@ -173,6 +193,12 @@ async fn run(cli: Cli) -> Result<()> {
     let timeout = Duration::from_secs(cli.timeout.max(1));
     match cli.command {
         Command::GeneratePqKeys => generate_pq_keys(),
+        Command::Token {
+            secret_file,
+            sub,
+            ttl,
+            device,
+        } => issue_token(&secret_file, sub, ttl, device),
         Command::Stun {
             target,
             ufrag,
@@ -241,17 +267,23 @@ async fn run(cli: Cli) -> Result<()> {
             }
             let request = (!body.is_empty()).then_some(serde_json::Value::Object(body));
             let client = http_client(timeout)?;
-            let advice = fetch_assist(&client, &url, request.as_ref()).await?;
+            let advice =
+                fetch_assist(&client, &url, request.as_ref(), cli.access_token.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&advice)?);
             Ok(())
         }
-        Command::Connect { url, handshake } => connect_once(&url, &handshake, timeout).await,
-        Command::Chat { url, to, handshake } => chat(&url, &to, &handshake, timeout).await,
+        Command::Connect { url, handshake } => {
+            let options = handshake.options(timeout, cli.access_token)?;
+            connect_once(&url, options).await
+        }
+        Command::Chat { url, to, handshake } => {
+            let options = handshake.options(timeout, cli.access_token)?;
+            chat(&url, &to, options).await
+        }
     }
 }
 
-async fn connect_once(url: &str, args: &HandshakeArgs, timeout: Duration) -> Result<()> {
-    let options = args.options(timeout)?;
+async fn connect_once(url: &str, options: ConnectOptions) -> Result<()> {
     let connection = connect(url, options)
         .await
         .with_context(|| format!("connect to {url}"))?;
@@ -273,8 +305,7 @@ async fn connect_once(url: &str, args: &HandshakeArgs, timeout: Duration) -> Res
     Ok(())
 }
 
-async fn chat(url: &str, to: &str, args: &HandshakeArgs, timeout: Duration) -> Result<()> {
-    let options = args.options(timeout)?;
+async fn chat(url: &str, to: &str, options: ConnectOptions) -> Result<()> {
     let mut connection = connect(url, options)
         .await
         .with_context(|| format!("connect to {url}"))?;
@@ -365,6 +396,30 @@ fn generate_pq_keys() -> Result<()> {
     println!("[crypto]");
     println!("pq_kem_public = \"{}\"", kem.public_hex);
     println!("pq_kem_secret = \"{}\"", secret_hex.as_str());
+    Ok(())
+}
+
+fn issue_token(
+    secret_file: &std::path::Path,
+    sub: String,
+    ttl: u64,
+    device: Option<String>,
+) -> Result<()> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(secret_file)
+            .with_context(|| format!("cannot read {}", secret_file.display()))?,
+    );
+    let secret = text.lines().next().unwrap_or("").trim();
+    anyhow::ensure!(!secret.is_empty(), "{} is empty", secret_file.display());
+    let claims = commucat::auth::Claims {
+        sub,
+        exp: commucat::time::unix_now().saturating_add(ttl),
+        device,
+    };
+    println!(
+        "{}",
+        commucat::auth::issue_token(secret.as_bytes(), &claims)?
+    );
     Ok(())
 }
 

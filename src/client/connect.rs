@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use zeroize::Zeroizing;
@@ -84,6 +85,8 @@ pub struct ConnectOptions {
     /// The key bundle signature only proves the document is self-consistent; a pin makes
     /// it authenticate the server's Noise and KEM keys.
     pub server_identity: Option<String>,
+    /// Access token for a daemon with `[auth] required` (sent as `Authorization: Bearer`).
+    pub access_token: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -97,6 +100,7 @@ impl Default for ConnectOptions {
             timeout: Duration::from_secs(10),
             prologue: DEFAULT_PROLOGUE.to_vec(),
             server_identity: None,
+            access_token: None,
         }
     }
 }
@@ -222,15 +226,29 @@ fn tls_connector() -> Result<Connector, ConnectError> {
     Ok(Connector::Rustls(Arc::new(config)))
 }
 
-/// Opens the WebSocket to `url` (ws:// or wss://), bounded by `timeout`.
-pub async fn open_socket(url: &str, timeout: Duration) -> Result<Socket, ConnectError> {
+/// Opens the WebSocket to `url` (ws:// or wss://), bounded by `timeout`, presenting
+/// `access_token` as a bearer token when given.
+pub async fn open_socket(
+    url: &str,
+    access_token: Option<&str>,
+    timeout: Duration,
+) -> Result<Socket, ConnectError> {
     let connector = if url.starts_with("wss://") {
         Some(tls_connector()?)
     } else {
         Some(Connector::Plain)
     };
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ConnectError::WebSocket(e.to_string()))?;
+    if let Some(token) = access_token {
+        let value = format!("Bearer {token}").parse().map_err(|_| {
+            ConnectError::WebSocket("the access token is not a valid header".into())
+        })?;
+        request.headers_mut().insert("authorization", value);
+    }
     let connecting = tokio_tungstenite::connect_async_tls_with_config(
-        url,
+        request,
         Some(websocket_config()),
         true,
         connector,
@@ -311,7 +329,7 @@ pub async fn connect_with_info(
     let handshake = ClientHandshake::new(params, &mut rand::rng())?;
     let url = connect_url(base)?;
     let started = Instant::now();
-    let mut socket = open_socket(&url, options.timeout).await?;
+    let mut socket = open_socket(&url, options.access_token.as_deref(), options.timeout).await?;
     let connect_time = started.elapsed();
     let deadline = tokio::time::Instant::now() + options.timeout;
     let run = async {

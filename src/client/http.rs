@@ -184,17 +184,22 @@ pub fn verify_server_info(info: &ServerInfo, pin: Option<&str>) -> Result<(), Re
     verify_hex(&vk, text.as_bytes(), &pq.key_bundle_signature_hex).map_err(Rejected::Signature)
 }
 
-/// `GET /api/p2p/assist`, or `POST` with `request` as the JSON body.
+/// `GET /api/p2p/assist`, or `POST` with `request` as the JSON body; `access_token` for
+/// a daemon with `[auth] required`.
 pub async fn fetch_assist(
     client: &reqwest::Client,
     base: &str,
     request: Option<&serde_json::Value>,
+    access_token: Option<&str>,
 ) -> Result<serde_json::Value, ClientError> {
     let url = join(base, "/api/p2p/assist")?;
-    let builder = match request {
+    let mut builder = match request {
         Some(body) => client.post(&url).json(body),
         None => client.get(&url),
     };
+    if let Some(token) = access_token {
+        builder = builder.bearer_auth(token);
+    }
     let response = builder.send().await.map_err(|e| ClientError::Connect {
         url: url.clone(),
         reason: describe(&e),

@@ -10,6 +10,7 @@ const SECTIONS: &[&str] = &[
     "session",
     "pairing",
     "limits",
+    "auth",
     "server",
     "crypto",
     "admin",
@@ -45,8 +46,12 @@ pub(super) fn apply_env_overrides(
             ));
         }
         let default = defaults.get(*section).and_then(|s| s.get(key));
+        // Lists absent from the serialized defaults: optional, or secret (never serialized).
         let is_list = matches!(default, Some(toml::Value::Array(_)))
-            || (*section, key) == ("ice", "lite_public_address");
+            || matches!(
+                (*section, key),
+                ("ice", "lite_public_address") | ("auth", "tokens") | ("auth", "jwt_secrets")
+            );
         let value =
             env_value(default, is_list, raw).map_err(|m| ConfigError::new(name.clone(), m))?;
         let entry = table
@@ -74,6 +79,9 @@ fn known_key(defaults: &toml::Table, section: &str, key: &str) -> bool {
             | ("ice", "lite_public_address")
             | ("ice", "credential_secret")
             | ("admin", "token")
+            | ("auth", "tokens")
+            | ("auth", "tokens_file")
+            | ("auth", "jwt_secrets")
     );
     (in_defaults || optional) && key != "turn"
 }

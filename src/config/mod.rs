@@ -62,6 +62,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -332,6 +333,28 @@ pub struct AdminConfig {
     pub token: Option<Secret>,
     /// Serve `/metrics` without a token on a non-loopback address.
     pub public_metrics: bool,
+}
+
+/// Shortest static token or JWT secret `[auth]` accepts.
+pub const MIN_AUTH_SECRET_LEN: usize = 16;
+
+/// Who may fetch assist (and so TURN credentials) and open sessions
+/// (docs/operations.md, "Access control").
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Refuse `/api/p2p/assist` and `/api/connect` without a valid token.
+    pub required: bool,
+    /// Static bearer tokens.
+    #[serde(skip_serializing)]
+    pub tokens: Vec<Secret>,
+    /// A file of static bearer tokens, one per line (`#` starts a comment); re-read on
+    /// SIGHUP.
+    pub tokens_file: Option<PathBuf>,
+    /// HS256 keys for JWTs issued by the application's backend; all verify, the first is
+    /// the one to sign new tokens with.
+    #[serde(skip_serializing)]
+    pub jwt_secrets: Vec<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -2,16 +2,46 @@
 
 use std::collections::HashSet;
 
-use super::{Config, ConfigError, SERVER_PATH_ID, TransportKind, TurnServerConfig, TurnUrl};
+use super::{
+    Config, ConfigError, MIN_AUTH_SECRET_LEN, SERVER_PATH_ID, TransportKind, TurnServerConfig,
+    TurnUrl,
+};
 
 impl Config {
     /// Checks the relations serde cannot express; every error names its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_auth()?;
         self.validate_server()?;
         self.validate_crypto()?;
         self.validate_ice()?;
         self.validate_transports()?;
         self.validate_misc()
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.required
+            && auth.tokens.is_empty()
+            && auth.tokens_file.is_none()
+            && auth.jwt_secrets.is_empty()
+        {
+            return Err(ConfigError::new(
+                "auth.required",
+                "needs tokens, tokens_file or jwt_secrets to check against",
+            ));
+        }
+        for (key, secrets) in [
+            ("auth.tokens", &auth.tokens),
+            ("auth.jwt_secrets", &auth.jwt_secrets),
+        ] {
+            if secrets.iter().any(|s| s.len() < MIN_AUTH_SECRET_LEN) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("each entry must be at least {MIN_AUTH_SECRET_LEN} characters"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::auth::{AuthConfigError, Authorizer};
 use crate::config::{Config, ConfigError};
 use crate::discovery::{LimitsInfo, RenderError};
 use crate::ice::stun::StunResponder;
@@ -32,6 +33,8 @@ pub enum StartError {
     Keys(#[from] KeysError),
     #[error(transparent)]
     Render(#[from] RenderError),
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
     #[error("cannot encode the OpenAPI document: {0}")]
     OpenApi(#[from] serde_json::Error),
     #[error("cannot bind {what} on {addr}: {source}")]
@@ -51,7 +54,9 @@ impl StartError {
     pub fn is_config_error(&self) -> bool {
         matches!(
             self,
-            Self::Config(_) | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
+            Self::Config(_)
+                | Self::Auth(_)
+                | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
         )
     }
 }
@@ -108,10 +113,12 @@ impl Daemon {
             metrics.key_rotations.inc();
         }
         let limits = published_limits(&config);
+        let auth = Authorizer::new(&config.auth)?;
         let state = AppState::new(
             StateParts {
                 endpoints: endpoints(&config, http_addr, stun_addrs),
                 limits,
+                auth,
                 config,
                 static_keys: keys.static_keys,
                 turn,

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the observing middleware (request id, metrics, problem
 //! rendering) and the operational endpoints.
 
+pub mod access;
 pub mod assist;
 pub mod openapi;
 pub mod ops;

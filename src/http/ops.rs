@@ -84,16 +84,7 @@ fn metrics_may_be_served(admin: &AdminConfig, bound: IpAddr) -> bool {
 }
 
 fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(given) = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-    else {
+    let Some(given) = super::access::bearer_token(headers) else {
         return false;
     };
     // Constant time in the content; the length of the token is not secret.

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
+use crate::http::access::{authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
 use crate::ratelimit::{RateLimitConfig, SharedRateLimiter};
 use crate::state::AppState;
@@ -125,6 +126,8 @@ async fn connect(
     State(state): State<Arc<AppState>>,
     Extension(hub): Extension<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !hub.allow_connect(peer) {
@@ -139,6 +142,12 @@ async fn connect(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return response;
     }
+    let query = query_token(uri.query(), "access_token");
+    let token = bearer_token(&headers).or(query.as_deref());
+    let grant = match authorize(&state.auth, token) {
+        Ok(grant) => grant,
+        Err(refusal) => return refusal,
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
@@ -155,5 +164,5 @@ async fn connect(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CIPHERTEXT_LEN)
         .max_frame_size(MAX_CIPHERTEXT_LEN)
-        .on_upgrade(move |socket| connection::serve(state, hub, socket))
+        .on_upgrade(move |socket| connection::serve(state, hub, socket, grant))
 }

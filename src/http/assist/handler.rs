@@ -6,11 +6,12 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 
 use super::advice::build_response;
 use super::request::{read_request, validate};
 use super::wire::{AssistRequest, AssistResponse};
-use crate::http::problem::Problem;
+use crate::http::access::{authorize, bearer_token};
 use crate::metrics::MethodLabels;
 use crate::state::AppState;
 
@@ -20,14 +21,19 @@ use crate::state::AppState;
     path = "/api/p2p/assist",
     responses(
         (status = 200, description = "P2P advice", body = AssistResponse),
+        (status = 401, description = "`[auth] required` and no valid bearer token, or an invalid one", content_type = "application/problem+json"),
     )
 )]
 pub async fn get_assist(
     State(state): State<Arc<AppState>>,
-) -> Result<Json<AssistResponse>, Problem> {
+    headers: HeaderMap,
+) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "GET");
-    let params = validate(AssistRequest::default())?;
-    build_response(&state, params).map(Json)
+    authorize(&state.auth, bearer_token(&headers))?;
+    let params = validate(AssistRequest::default()).map_err(IntoResponse::into_response)?;
+    build_response(&state, params)
+        .map(Json)
+        .map_err(IntoResponse::into_response)
 }
 
 /// P2P advice for the given paths and FEC parameters. An empty body is the same as GET.
@@ -40,17 +46,22 @@ pub async fn get_assist(
         (status = 400, description = "Invalid JSON or a value out of range; `detail` names the field", content_type = "application/problem+json"),
         (status = 413, description = "Body over 16 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", content_type = "application/problem+json"),
+        (status = 401, description = "`[auth] required` and no valid bearer token, or an invalid one", content_type = "application/problem+json"),
     )
 )]
 pub async fn post_assist(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<AssistResponse>, Problem> {
+) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "POST");
-    let request = read_request(&headers, body).await?;
-    let params = validate(request)?;
-    build_response(&state, params).map(Json)
+    authorize(&state.auth, bearer_token(&headers))?;
+    let advice = async {
+        let request = read_request(&headers, body).await?;
+        let params = validate(request)?;
+        build_response(&state, params)
+    };
+    advice.await.map(Json).map_err(IntoResponse::into_response)
 }
 
 fn count_assist(state: &AppState, method: &'static str) {

@@ -25,6 +25,7 @@ use super::session::Session;
 use crate::crypto::{Established, Transport};
 use crate::state::AppState;
 
+use crate::auth::Grant;
 use frames::{Ending, finish_unsplit, linger};
 use handshake::{Failure, Labels, handshake};
 use reader::Reader;
@@ -38,7 +39,12 @@ const WRITE_BATCH: usize = 32;
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Serves one upgraded connection to its end.
-pub(super) async fn serve(state: Arc<AppState>, hub: Arc<Hub>, mut socket: WebSocket) {
+pub(super) async fn serve(
+    state: Arc<AppState>,
+    hub: Arc<Hub>,
+    mut socket: WebSocket,
+    grant: Grant,
+) {
     let Some(_slot) = hub.admit(state.config.limits.max_sessions) else {
         state.metrics.sessions_refused.inc();
         finish_unsplit(socket, Ending::Close(4429, "server full")).await;
@@ -61,6 +67,12 @@ pub(super) async fn serve(state: Arc<AppState>, hub: Arc<Hub>, mut socket: WebSo
             return;
         }
     };
+    if !grant.admits_device(&established.device_id) {
+        // The token binds another device: the handshake proved this one.
+        labels.count(&state, "device_mismatch");
+        finish_unsplit(socket, Ending::Close(4403, "device not authorized")).await;
+        return;
+    }
     run_session(state, hub.clone(), socket, *established, labels, deadline).await;
 }
 
