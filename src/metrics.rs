@@ -27,9 +27,12 @@ pub struct MethodLabels {
     pub method: &'static str,
 }
 
+/// Labels of `commucat_turn_credentials_issued`: the kind (`rest` or `static`) and the
+/// server, named by its first configured URL.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
+pub struct TurnLabels {
     pub kind: &'static str,
+    pub server: String,
 }
 
 /// Labels of `commucat_handshakes`: `outcome` is "ok" or the failure label.
@@ -66,7 +69,7 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     pub http_latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub assist_requests: Family<MethodLabels, Counter>,
-    pub turn_credentials: Family<KindLabels, Counter>,
+    pub turn_credentials: Family<TurnLabels, Counter>,
     pub key_rotations: Counter,
     /// Wall-clock jumps the key rotation task saw against the monotonic clock.
     pub clock_jumps: Counter,
@@ -97,7 +100,7 @@ impl Metrics {
                 latency_histogram as fn() -> Histogram,
             );
         let assist_requests = Family::<MethodLabels, Counter>::default();
-        let turn_credentials = Family::<KindLabels, Counter>::default();
+        let turn_credentials = Family::<TurnLabels, Counter>::default();
         let key_rotations = Counter::default();
         let clock_jumps = Counter::default();
         let noise_handshakes = Counter::default();
@@ -137,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "turn_credentials_issued",
-            "TURN credentials handed out, by kind (rest or static)",
+            "TURN credentials handed out, by kind (rest or static) and server",
             turn_credentials.clone(),
         );
         registry.register(

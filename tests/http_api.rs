@@ -594,7 +594,7 @@ fn metrics_count_real_requests_and_enforce_the_token() {
     assert_eq!(
         metric(
             &after,
-            "commucat_turn_credentials_issued_total{kind=\"rest\"} "
+            "commucat_turn_credentials_issued_total{kind=\"rest\",server=\"turn:t.example\"} "
         ),
         3
     );

@@ -3,11 +3,14 @@
 
 pub mod access;
 pub mod assist;
+pub mod ice_servers;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
 pub mod server;
 pub mod server_info;
+mod turn_credentials;
+pub mod turn_rest;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +34,8 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub const ROUTES: &[&str] = &[
     "/api/server-info",
     "/api/p2p/assist",
+    "/api/turn",
+    "/api/ice-servers",
     "/api/connect",
     "/api/openapi.json",
     "/metrics",
@@ -46,6 +51,11 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
             "/api/p2p/assist",
             get(assist::get_assist).post(assist::post_assist),
         )
+        .route(
+            "/api/turn",
+            get(turn_rest::get_turn).post(turn_rest::post_turn),
+        )
+        .route("/api/ice-servers", get(ice_servers::get_ice_servers))
         .route("/api/openapi.json", get(openapi::get_openapi))
         .route("/metrics", get(ops::get_metrics))
         .route("/healthz", get(ops::healthz))

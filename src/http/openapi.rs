@@ -8,7 +8,7 @@ use bytes::Bytes;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{assist, ops, server_info};
+use super::{assist, ice_servers, ops, server_info, turn_rest};
 use crate::ice::candidates::LiteCandidate;
 
 #[derive(OpenApi)]
@@ -21,6 +21,9 @@ use crate::ice::candidates::LiteCandidate;
         server_info::get_server_info,
         assist::get_assist,
         assist::post_assist,
+        turn_rest::get_turn,
+        turn_rest::post_turn,
+        ice_servers::get_ice_servers,
         ops::get_metrics,
         ops::healthz,
         ops::readyz,

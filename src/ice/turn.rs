@@ -82,6 +82,20 @@ impl TurnServer {
         })
     }
 
+    /// Whether this server mints time-limited REST credentials from a shared secret.
+    pub fn uses_rest_secret(&self) -> bool {
+        matches!(self.auth, TurnAuth::Rest(_))
+    }
+
+    /// Whether credentials minted by `self` are accepted by `other` too: both use the
+    /// same REST signing secret.
+    pub fn shares_secret_with(&self, other: &TurnServer) -> bool {
+        match (&self.auth, &other.auth) {
+            (TurnAuth::Rest(a), TurnAuth::Rest(b)) => a == b,
+            _ => false,
+        }
+    }
+
     /// Credentials for a client holding `ufrag`, valid `ttl_secs` from `now`.
     pub fn issue(&self, ufrag: &str, now: u64, ttl_secs: u32) -> IssuedTurn {
         match &self.auth {

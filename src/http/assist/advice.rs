@@ -6,8 +6,8 @@ use super::request::{AssistParams, Path};
 use super::wire::*;
 use crate::config::{SERVER_PATH_ID, TransportKind};
 use crate::http::problem::Problem;
+use crate::http::turn_credentials;
 use crate::ice::candidates::host_candidates;
-use crate::metrics::KindLabels;
 use crate::state::AppState;
 use crate::time::{rfc3339, unix_now};
 
@@ -60,39 +60,19 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
 fn ice_advice(state: &AppState, now: u64) -> IceAdvice {
     let ice = &state.config.ice;
     let credential = state.ice_secret.issue(now, ice.credential_ttl);
-    let mut servers = Vec::with_capacity(state.turn.len());
-    let mut ice_servers = Vec::with_capacity(state.turn.len() + 1);
-    if !state.endpoints.stun_urls.is_empty() {
-        ice_servers.push(IceServer {
-            urls: state.endpoints.stun_urls.clone(),
-            username: None,
-            credential: None,
-        });
-    }
-    for turn in &state.turn {
-        let issued = turn.issue(&credential.ufrag, now, ice.turn_ttl);
-        let kind = if issued.is_rest { "rest" } else { "static" };
-        state
-            .metrics
-            .turn_credentials
-            .get_or_create(&KindLabels { kind })
-            .inc();
-        if !turn.browser_urls.is_empty() {
-            ice_servers.push(IceServer {
-                urls: turn.browser_urls.clone(),
-                username: Some(issued.username.clone()),
-                credential: Some(issued.credential.clone()),
-            });
-        }
-        servers.push(TurnAdvice {
-            urls: turn.urls.clone(),
-            username: issued.username,
-            credential: issued.credential,
-            ttl_secs: issued.expires_at.map(|_| ice.turn_ttl),
-            expires_at: issued.expires_at.map(rfc3339),
-            realm: turn.realm.clone(),
-        });
-    }
+    let minted = turn_credentials::mint(state, &state.turn, &credential.ufrag, now);
+    let ice_servers = turn_credentials::ice_servers(state, &minted);
+    let servers = minted
+        .into_iter()
+        .map(|m| TurnAdvice {
+            urls: m.server.urls.clone(),
+            ttl_secs: m.issued.expires_at.map(|_| ice.turn_ttl),
+            expires_at: m.issued.expires_at.map(rfc3339),
+            username: m.issued.username,
+            credential: m.issued.credential,
+            realm: m.server.realm.clone(),
+        })
+        .collect();
     IceAdvice {
         username_fragment: credential.ufrag.clone(),
         password: credential.password.as_str().to_string(),

@@ -1,0 +1,146 @@
+//! The standard TURN REST endpoint (draft-uberti-behave-turn-rest-00) and
+//! `/api/ice-servers`, with the credential recomputed here from the shared secret.
+
+mod common;
+
+use base64::Engine as _;
+use common::{Daemon, client, runtime};
+use hmac::{KeyInit as _, Mac as _};
+use serde_json::Value;
+
+const SECRET: &str = "coturn-shared-secret";
+
+fn daemon(extra: &str) -> Daemon {
+    Daemon::start(&format!(
+        "[ice]\nturn_ttl = 600\n[[ice.turn]]\nurls = [\"turn:turn.example.org:3478?transport=udp\", \"turns:turn.example.org:5349\"]\nsecret = \"{SECRET}\"\n{extra}"
+    ))
+}
+
+fn expected_password(username: &str) -> String {
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(username.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+async fn get(d: &Daemon, path_and_query: &str) -> (u16, Value) {
+    let response = client().get(d.url(path_and_query)).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn turn_rest_answers_the_draft_shape_with_a_credential_coturn_accepts() {
+    let d = daemon("");
+    runtime().block_on(async {
+        let before = commucat::time::unix_now();
+        let (status, body) = get(&d, "/api/turn?service=turn&username=janus").await;
+        assert_eq!(status, 200, "{body}");
+        let username = body["username"].as_str().unwrap();
+        let (expiry, user) = username.split_once(':').unwrap();
+        assert_eq!(user, "janus");
+        let expiry: u64 = expiry.parse().unwrap();
+        assert!((before + 600..=before + 602).contains(&expiry), "{expiry}");
+        assert_eq!(body["password"], expected_password(username));
+        assert_eq!(body["ttl"], 600);
+        assert_eq!(
+            body["uris"],
+            serde_json::json!([
+                "turn:turn.example.org:3478?transport=udp",
+                "turns:turn.example.org:5349"
+            ])
+        );
+
+        // POST with a form body, as Janus sends it.
+        let response = client()
+            .post(d.url("/api/turn"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("service=turn&username=janus-2")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["username"].as_str().unwrap().ends_with(":janus-2"));
+
+        // Without a username a random id is used.
+        let (_, body) = get(&d, "/api/turn?service=turn").await;
+        let (_, user) = body["username"].as_str().unwrap().split_once(':').unwrap();
+        assert_eq!(user.len(), 16);
+
+        for bad in [
+            "/api/turn?service=stun&username=x",
+            "/api/turn?username=x",
+            "/api/turn?service=turn&username=a:b",
+        ] {
+            let response = client().get(d.url(bad)).send().await.unwrap();
+            assert_eq!(response.status(), 400, "{bad}");
+            assert_eq!(
+                response.headers()["content-type"],
+                "application/problem+json"
+            );
+        }
+    });
+}
+
+#[test]
+fn without_a_shared_secret_server_turn_rest_is_unavailable() {
+    let d = Daemon::start(
+        "[[ice.turn]]\nurls = [\"turn:turn.example.org\"]\nusername = \"u\"\npassword = \"p\"\n",
+    );
+    runtime().block_on(async {
+        let (status, body) = get(&d, "/api/turn?service=turn&username=janus").await;
+        assert_eq!(status, 503, "{body}");
+    });
+}
+
+#[test]
+fn the_draft_key_parameter_is_an_access_token() {
+    let token = "turn-rest-access-token-01";
+    let d = daemon(&format!(
+        "[auth]\nrequired = true\ntokens = [\"{token}\"]\n"
+    ));
+    runtime().block_on(async {
+        assert_eq!(get(&d, "/api/turn?service=turn&username=j").await.0, 401);
+        let (status, _) = get(
+            &d,
+            &format!("/api/turn?service=turn&username=j&key={token}"),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(get(&d, "/api/ice-servers").await.0, 401);
+        let response = client()
+            .get(d.url("/api/ice-servers"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    });
+}
+
+#[test]
+fn ice_servers_feed_rtc_peer_connection_directly() {
+    let d = daemon("");
+    runtime().block_on(async {
+        let before = commucat::time::unix_now();
+        let (status, body) = get(&d, "/api/ice-servers").await;
+        assert_eq!(status, 200, "{body}");
+        let servers = body["iceServers"].as_array().unwrap();
+        assert_eq!(servers.len(), 2, "{body}");
+        assert!(servers[0]["urls"][0].as_str().unwrap().starts_with("stun:"));
+        assert!(servers[0].get("username").is_none());
+        let turn = &servers[1];
+        assert_eq!(
+            turn["urls"],
+            serde_json::json!([
+                "turn:turn.example.org:3478?transport=udp",
+                "turns:turn.example.org:5349?transport=tcp"
+            ])
+        );
+        let username = turn["username"].as_str().unwrap();
+        assert_eq!(turn["credential"], expected_password(username));
+        assert_eq!(body["ttl"], 600);
+        let expires = commucat::time::parse_rfc3339(body["expires_at"].as_str().unwrap()).unwrap();
+        assert!((before + 600..=before + 602).contains(&expires));
+    });
+}
