@@ -1,8 +1,15 @@
+use super::header::HEADER_LEN;
+use super::noise::{MAX_NOISE_MESSAGE_LEN, read_noise, session_keys, write_noise};
+use super::pq::{KEM_CIPHERTEXT_LEN, encapsulate};
 use super::*;
 use crate::crypto::transport::Transport;
 use core::convert::Infallible;
+use curve25519_dalek::montgomery::MontgomeryPoint;
+use ml_kem::array::Array;
+use ml_kem::{DecapsulationKey, KeyExport, MlKem768};
 use rand::{Rng, TryCryptoRng, TryRng};
 use sha3::{Digest, Sha3_256};
+use zeroize::Zeroizing;
 
 const NOW: u64 = 1_790_000_000;
 
@@ -209,9 +216,7 @@ fn expect_err(result: Result<(ServerStart, Vec<u8>), HandshakeError>) -> Handsha
     }
 }
 
-fn awaiting(
-    result: Result<(ServerStart, Vec<u8>), HandshakeError>,
-) -> (ServerHandshake, Vec<u8>) {
+fn awaiting(result: Result<(ServerStart, Vec<u8>), HandshakeError>) -> (ServerHandshake, Vec<u8>) {
     match result {
         Ok((ServerStart::AwaitingMessage3(state), message2)) => (state, message2),
         other => panic!("expected an XK state, got {other:?}"),
@@ -924,9 +929,7 @@ fn known_answer_xk_version_2_hybrid() {
         &Known {
             message1_sha3: "aaa6d46191fae0a5c6bdb764280ac8cb1ad9e7eea9d9db5db5a5406d71e7e6ec",
             message2_sha3: "8891cca5d6b3d9aeed8f792be31427524bdda02f62013efa5502daf2b78057e3",
-            message3_sha3: Some(
-                "29e6757d8e56daf5f8147ff2a3103a90661fe5a79c0ac1636b297edad64a3f05",
-            ),
+            message3_sha3: Some("29e6757d8e56daf5f8147ff2a3103a90661fe5a79c0ac1636b297edad64a3f05"),
             root_key: "b7c10467e3c11167de34651ba0c1adc933e7ebd6049bfe04bc8e277bb4987da7",
             client_to_server: "5cb9936d61a1013bb1cb3d49f98e3e0cbf149fdc8085bdba76a44e9630fbeaca",
             server_to_client: "aeef371a2742cb038359ff16bbe95809c6a86772e6b880381f93d2efea1cedab",
