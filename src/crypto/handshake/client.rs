@@ -11,7 +11,9 @@ use super::error::{HandshakeError, Malformed};
 use super::header::{HEADER_LEN, Header, Pattern, Version};
 use super::hello::ServerHello;
 use super::noise::{DH_LEN, params_for, read_noise, session_keys, write_noise};
-use super::pq::{KEM_CIPHERTEXT_LEN, SharedSecret, decapsulate, encapsulate, message1_payload_len};
+use super::pq::{
+    Message1Payload, SharedSecret, decapsulate, encapsulate, split_message2_ciphertext,
+};
 use super::resolver::HandshakeResolver;
 use crate::crypto::kdf::SessionKeys;
 
@@ -109,7 +111,7 @@ impl ClientHandshake {
         // The Noise ephemeral key is drawn first: the documented draw order above.
         let resolver = HandshakeResolver::new(rng, None);
 
-        let mut payload = Vec::with_capacity(message1_payload_len(&header));
+        let mut payload = Vec::with_capacity(Message1Payload::len_for(&header));
         let ss_s = if params.pq {
             Some(encapsulate_to_server(&params, rng, &mut payload)?)
         } else {
@@ -162,15 +164,8 @@ impl ClientHandshake {
         let payload = read_noise(&mut self.noise, message2)?;
         let (ss_e, json) = match &self.ephemeral_kem {
             Some(dk) => {
-                if payload.len() < KEM_CIPHERTEXT_LEN {
-                    return Err(Malformed::PayloadLength {
-                        expected: KEM_CIPHERTEXT_LEN,
-                        actual: payload.len(),
-                    }
-                    .into());
-                }
-                let ss_e = decapsulate(dk, &payload[..KEM_CIPHERTEXT_LEN]);
-                (Some(ss_e), &payload[KEM_CIPHERTEXT_LEN..])
+                let (ct_e, json) = split_message2_ciphertext(&payload)?;
+                (Some(decapsulate(dk, ct_e)), json)
             }
             None => (None, &payload[..]),
         };

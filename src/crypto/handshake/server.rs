@@ -9,9 +9,10 @@ use super::header::{HEADER_LEN, Header, Pattern, Version};
 use super::hello::{ServerHello, new_session_id};
 use super::keys::{KeyLookupError, NoiseStaticKey, ServerKeys};
 use super::noise::{DH_LEN, params_for, read_noise, session_keys, write_noise};
-use ml_kem::{DecapsulationKey, MlKem768};
-
-use super::pq::{KEM_CIPHERTEXT_LEN, SharedSecret, decapsulate, encapsulate, message1_payload_len};
+use super::pq::{
+    KEM_CIPHERTEXT_LEN, KemCiphertext, KemDecapsulationKey, Message1Payload, SharedSecret,
+    decapsulate, encapsulate,
+};
 use super::resolver::HandshakeResolver;
 use crate::crypto::kdf::SessionKeys;
 
@@ -104,18 +105,18 @@ impl ServerHandshake {
         let kem = kem_for(policy, keys, &header)?;
 
         let mut noise = responder(policy, &header, static_key, rng)?;
-        let payload = read_noise(&mut noise, &message1[HEADER_LEN..])?;
-        expect_len(&payload, message1_payload_len(&header))?;
+        let plaintext = read_noise(&mut noise, &message1[HEADER_LEN..])?;
+        let payload = Message1Payload::parse(&header, &plaintext)?;
 
-        let ss_s = kem.map(|dk| decapsulate(dk, &payload[..KEM_CIPHERTEXT_LEN]));
+        let ss_s = static_kem_secret(kem, payload.ct_s)?;
         let mut message2_payload = Vec::with_capacity(KEM_CIPHERTEXT_LEN + 128);
-        let ss_e = if header.version == Version::V2 {
-            let ek_e = &payload[KEM_CIPHERTEXT_LEN..];
-            let (ct_e, ss_e) = encapsulate(ek_e, rng).ok_or(Malformed::EphemeralKemKey)?;
-            message2_payload.extend_from_slice(&ct_e);
-            Some(ss_e)
-        } else {
-            None
+        let ss_e = match payload.ek_e {
+            Some(ek_e) => {
+                let (ct_e, ss_e) = encapsulate(ek_e, rng).ok_or(Malformed::EphemeralKemKey)?;
+                message2_payload.extend_from_slice(&ct_e);
+                Some(ss_e)
+            }
+            None => None,
         };
 
         let hello = ServerHello {
@@ -197,7 +198,7 @@ fn kem_for<'k, K: ServerKeys + ?Sized>(
     policy: &ServerPolicy,
     keys: &'k K,
     header: &Header,
-) -> Result<Option<&'k DecapsulationKey<MlKem768>>, HandshakeError> {
+) -> Result<Option<&'k KemDecapsulationKey>, HandshakeError> {
     if !header.pq {
         return if policy.require_pq {
             Err(HandshakeError::PqRequired)
@@ -211,15 +212,15 @@ fn kem_for<'k, K: ServerKeys + ?Sized>(
     }
 }
 
-fn expect_len(payload: &[u8], expected: usize) -> Result<(), HandshakeError> {
-    if payload.len() == expected {
-        Ok(())
-    } else {
-        Err(Malformed::PayloadLength {
-            expected,
-            actual: payload.len(),
-        }
-        .into())
+/// `kem` and `ct_s` both follow the header's PQ flag, so they are present together.
+fn static_kem_secret(
+    kem: Option<&KemDecapsulationKey>,
+    ct_s: Option<&KemCiphertext>,
+) -> Result<Option<SharedSecret>, HandshakeError> {
+    match (kem, ct_s) {
+        (Some(dk), Some(ct_s)) => Ok(Some(decapsulate(dk, ct_s))),
+        (None, None) => Ok(None),
+        _ => Err(HandshakeError::Internal("KEM key and ct_s disagree")),
     }
 }
 
