@@ -15,13 +15,13 @@ use zeroize::Zeroizing;
 use super::kdf::{KEY_LEN, SessionKeys, ratchet_key};
 
 /// Poly1305 tag length.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Largest plaintext one message may carry.
-pub const MAX_PLAINTEXT_LEN: usize = 65_535;
+pub(crate) const MAX_PLAINTEXT_LEN: usize = 65_535;
 /// Largest ciphertext accepted (PROTOCOL.md: anything longer closes the session with 4400).
-pub const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
+pub(crate) const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
 /// Messages per direction between two ratchet steps.
-pub const REKEY_INTERVAL: u64 = 4096;
+pub(crate) const REKEY_INTERVAL: u64 = 4096;
 
 /// Why a transport message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

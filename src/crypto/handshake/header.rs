@@ -4,7 +4,7 @@
 use super::error::{HandshakeError, Malformed};
 
 /// Length of the clear header in front of Noise message 1.
-pub const HEADER_LEN: usize = 7;
+pub(crate) const HEADER_LEN: usize = 7;
 
 const FLAG_PQ: u8 = 0x01;
 

@@ -30,7 +30,7 @@ impl NoiseStaticKey {
     }
 
     /// A copy of the private key, for the keystore.
-    pub fn secret_bytes(&self) -> Zeroizing<[u8; DH_LEN]> {
+    pub(crate) fn secret_bytes(&self) -> Zeroizing<[u8; DH_LEN]> {
         Zeroizing::new(*self.secret)
     }
 

@@ -43,10 +43,9 @@ mod server;
 
 pub use client::{ClientEstablished, ClientHandshake, ClientParams};
 pub use error::{HandshakeError, Malformed};
-pub use header::{HEADER_LEN, Header, Pattern, Version};
+pub use header::{Header, Pattern, Version};
 pub use hello::ServerHello;
 pub use keys::{KeyLookupError, NoiseStaticKey, ServerKeys};
-pub use pq::{KEM_CIPHERTEXT_LEN, KEM_ENCAPSULATION_KEY_LEN};
 pub use server::{Established, ServerHandshake, ServerPolicy, ServerStart};
 
 /// Prologue used when the configuration sets none.

@@ -15,9 +15,9 @@ use super::header::{Header, Version};
 use crate::crypto::kdf::KEY_LEN;
 
 /// ML-KEM-768 ciphertext length (`ct_s`, `ct_e`).
-pub const KEM_CIPHERTEXT_LEN: usize = 1088;
+pub(crate) const KEM_CIPHERTEXT_LEN: usize = 1088;
 /// ML-KEM-768 encapsulation key length (`ek_e`).
-pub const KEM_ENCAPSULATION_KEY_LEN: usize = 1184;
+pub(crate) const KEM_ENCAPSULATION_KEY_LEN: usize = 1184;
 
 /// The server's ML-KEM-768 key as [`super::ServerKeys::kem`] hands it out.
 pub(super) type KemDecapsulationKey = DecapsulationKey<MlKem768>;
