@@ -1,4 +1,4 @@
-//! Key schedule of the hybrid handshake and of the transport ratchet (PROTOCOL.md §4).
+//! Key schedule of the hybrid handshake and of the transport ratchet (docs/protocol.md §4).
 //!
 //! Both derivations are HKDF-SHA3-512. `SimpleHkdf` is used because the block-level
 //! `Hkdf<Sha3_512>` does not compile with sha3 0.12; the output is identical.

@@ -1,5 +1,5 @@
 //! Hybrid post-quantum handshake (Noise XK/IK + ML-KEM-768) and the encrypted
-//! transport that follows it, as sans-I/O state machines (PROTOCOL.md §4).
+//! transport that follows it, as sans-I/O state machines (docs/protocol.md §4).
 //!
 //! [`handshake`] turns handshake messages into [`kdf::SessionKeys`]; [`transport`]
 //! seals and opens the JSON messages of the session with them. Nothing here owns a

@@ -1,4 +1,4 @@
-//! Encrypted transport after the handshake (PROTOCOL.md §4, "Transport").
+//! Encrypted transport after the handshake (docs/protocol.md §4, "Transport").
 //!
 //! Every message is ChaCha20-Poly1305 with an empty aad under the current key of its
 //! direction; the nonce is 4 zero bytes || the u64 little-endian message counter, from 0
@@ -18,7 +18,8 @@ use super::kdf::{KEY_LEN, SessionKeys, ratchet_key};
 pub(crate) const TAG_LEN: usize = 16;
 /// Largest plaintext one message may carry.
 pub(crate) const MAX_PLAINTEXT_LEN: usize = 65_535;
-/// Largest ciphertext accepted (PROTOCOL.md: anything longer closes the session with 4400).
+/// Largest ciphertext accepted: anything longer closes the session with 4400
+/// (docs/protocol.md §4).
 pub(crate) const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
 /// Messages per direction between two ratchet steps.
 pub(crate) const REKEY_INTERVAL: u64 = 4096;

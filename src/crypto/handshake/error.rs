@@ -1,5 +1,5 @@
 //! Why a handshake failed, and the WebSocket close code each failure maps to
-//! (PROTOCOL.md §4).
+//! (docs/protocol.md §4).
 
 /// What exactly was malformed (all close with 4400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -71,7 +71,7 @@ pub enum HandshakeError {
 }
 
 impl HandshakeError {
-    /// WebSocket close code (PROTOCOL.md §4).
+    /// WebSocket close code (docs/protocol.md §4).
     pub fn close_code(&self) -> u16 {
         match self {
             Self::Malformed(_) | Self::InvalidClientParams(_) => 4400,

@@ -1,5 +1,5 @@
 //! The 7-byte clear header in front of Noise message 1: version, pattern, key version
-//! and flags (PROTOCOL.md §4).
+//! and flags (docs/protocol.md §4).
 
 use super::error::{HandshakeError, Malformed};
 

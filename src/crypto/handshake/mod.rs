@@ -1,4 +1,4 @@
-//! The hybrid handshake of PROTOCOL.md §4 as two sans-I/O state machines.
+//! The hybrid handshake of docs/protocol.md §4 as two sans-I/O state machines.
 //!
 //! Server: [`ServerHandshake::start`] takes message 1 and returns message 2, plus either
 //! the finished session (IK) or a state waiting for message 3 (XK,
