@@ -7,12 +7,14 @@
 
 pub mod handshake;
 pub mod kdf;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 
 pub use handshake::{
     ClientEstablished, ClientHandshake, ClientParams, Established, HandshakeError, Header,
-    KeyLookupError, Malformed, NoiseStaticKey, Pattern, ServerHandshake, ServerHello, ServerKeys,
-    ServerPolicy, ServerStart, Version,
+    KemDecapsulationKey, KeyLookupError, Malformed, NoiseStaticKey, Pattern, ServerHandshake,
+    ServerHello, ServerKeys, ServerPolicy, ServerStart, Version,
 };
 pub use kdf::SessionKeys;
 pub use transport::{Transport, TransportError, TransportReceiver, TransportSender};

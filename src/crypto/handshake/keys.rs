@@ -4,10 +4,10 @@
 use core::fmt;
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use ml_kem::{DecapsulationKey, MlKem768};
 use zeroize::Zeroizing;
 
 use super::noise::DH_LEN;
+use super::pq::KemDecapsulationKey;
 
 /// A server Noise static key with its public half computed once.
 #[derive(Clone)]
@@ -70,5 +70,5 @@ pub trait ServerKeys {
     ) -> Result<&NoiseStaticKey, KeyLookupError>;
 
     /// The decoded ML-KEM-768 key (decode once, at load), or `None` when PQ is off.
-    fn kem(&self) -> Option<&DecapsulationKey<MlKem768>>;
+    fn kem(&self) -> Option<&KemDecapsulationKey>;
 }

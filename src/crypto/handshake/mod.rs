@@ -46,6 +46,7 @@ pub use error::{HandshakeError, Malformed};
 pub use header::{Header, Pattern, Version};
 pub use hello::ServerHello;
 pub use keys::{KeyLookupError, NoiseStaticKey, ServerKeys};
+pub use pq::KemDecapsulationKey;
 pub use server::{Established, ServerHandshake, ServerPolicy, ServerStart};
 
 /// Prologue used when the configuration sets none.

@@ -20,7 +20,7 @@ pub(crate) const KEM_CIPHERTEXT_LEN: usize = 1088;
 pub(crate) const KEM_ENCAPSULATION_KEY_LEN: usize = 1184;
 
 /// The server's ML-KEM-768 key as [`super::ServerKeys::kem`] hands it out.
-pub(super) type KemDecapsulationKey = DecapsulationKey<MlKem768>;
+pub type KemDecapsulationKey = DecapsulationKey<MlKem768>;
 
 /// An ML-KEM-768 ciphertext of the right length.
 pub(super) type KemCiphertext = Ciphertext<MlKem768>;
