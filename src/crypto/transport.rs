@@ -3,7 +3,7 @@
 //! Every message is ChaCha20-Poly1305 with an empty aad under the current key of its
 //! direction; the nonce is 4 zero bytes || the u64 little-endian message counter, from 0
 //! in each direction. After every 4096th message of a direction its key is ratcheted
-//! with [`ratchet_key`]; the counter keeps counting. The two directions are independent
+//! with `kdf::ratchet_key`; the counter keeps counting. The two directions are independent
 //! state machines, so a session can hand them to different tasks.
 
 use core::fmt;
@@ -27,7 +27,7 @@ pub(crate) const REKEY_INTERVAL: u64 = 4096;
 /// Why a transport message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// Ciphertext over [`MAX_CIPHERTEXT_LEN`] (or plaintext over [`MAX_PLAINTEXT_LEN`]).
+    /// Ciphertext over `MAX_CIPHERTEXT_LEN` (or plaintext over `MAX_PLAINTEXT_LEN`).
     #[error("transport message of {0} bytes is too large")]
     TooLarge(usize),
     /// Authentication failed, or the message is shorter than a tag.
