@@ -1,4 +1,4 @@
-//! Key schedule of the hybrid handshake and of the transport ratchet (PROTOCOL.md §4).
+//! Key schedule of the hybrid handshake and of the transport ratchet (docs/protocol.md §4).
 //!
 //! Both derivations are HKDF-SHA3-512. `SimpleHkdf` is used because the block-level
 //! `Hkdf<Sha3_512>` does not compile with sha3 0.12; the output is identical.
@@ -10,14 +10,14 @@ use sha3::Sha3_512;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 /// HKDF info of a session whose handshake carried at least one ML-KEM secret.
-pub const SESSION_INFO_HYBRID: &[u8] = b"commucat.hybrid.session.v1";
+pub(crate) const SESSION_INFO_HYBRID: &[u8] = b"commucat.hybrid.session.v1";
 /// HKDF info of a purely classical (X25519 only) session.
-pub const SESSION_INFO_CLASSICAL: &[u8] = b"commucat.classical.session.v1";
+pub(crate) const SESSION_INFO_CLASSICAL: &[u8] = b"commucat.classical.session.v1";
 /// HKDF info of the per-direction transport ratchet (hybrid and classical sessions alike).
-pub const RATCHET_INFO: &[u8] = b"commucat.hybrid.ratchet.v1";
+pub(crate) const RATCHET_INFO: &[u8] = b"commucat.hybrid.ratchet.v1";
 
 /// Length of every symmetric key of the schedule.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// The three keys a finished handshake yields; wiped on drop, never printed.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -104,7 +104,10 @@ pub fn derive_session_keys(input: &CombinerInput<'_>) -> SessionKeys {
 ///
 /// HKDF-Expand's first block does not depend on the requested length, so expanding
 /// exactly 32 bytes gives "the first 32 bytes" of any longer output.
-pub fn ratchet_key(root_key: &[u8; KEY_LEN], key: &[u8; KEY_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
+pub(crate) fn ratchet_key(
+    root_key: &[u8; KEY_LEN],
+    key: &[u8; KEY_LEN],
+) -> Zeroizing<[u8; KEY_LEN]> {
     let hkdf = SimpleHkdf::<Sha3_512>::new(Some(root_key), key);
     let mut next = Zeroizing::new([0u8; KEY_LEN]);
     expand_fixed(&hkdf, RATCHET_INFO, next.as_mut_slice());

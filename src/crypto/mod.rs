@@ -1,5 +1,5 @@
 //! Hybrid post-quantum handshake (Noise XK/IK + ML-KEM-768) and the encrypted
-//! transport that follows it, as sans-I/O state machines (PROTOCOL.md §4).
+//! transport that follows it, as sans-I/O state machines (docs/protocol.md §4).
 //!
 //! [`handshake`] turns handshake messages into [`kdf::SessionKeys`]; [`transport`]
 //! seals and opens the JSON messages of the session with them. Nothing here owns a
@@ -7,12 +7,14 @@
 
 pub mod handshake;
 pub mod kdf;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 
 pub use handshake::{
     ClientEstablished, ClientHandshake, ClientParams, Established, HandshakeError, Header,
-    KeyLookupError, Malformed, NoiseStaticKey, Pattern, ServerHandshake, ServerHello, ServerKeys,
-    ServerPolicy, ServerStart, Version,
+    KemDecapsulationKey, KeyLookupError, Malformed, NoiseStaticKey, Pattern, ServerHandshake,
+    ServerHello, ServerKeys, ServerPolicy, ServerStart, Version,
 };
 pub use kdf::SessionKeys;
 pub use transport::{Transport, TransportError, TransportReceiver, TransportSender};

@@ -1,9 +1,9 @@
-//! Encrypted transport after the handshake (PROTOCOL.md §4, "Transport").
+//! Encrypted transport after the handshake (docs/protocol.md §4, "Transport").
 //!
 //! Every message is ChaCha20-Poly1305 with an empty aad under the current key of its
 //! direction; the nonce is 4 zero bytes || the u64 little-endian message counter, from 0
 //! in each direction. After every 4096th message of a direction its key is ratcheted
-//! with [`ratchet_key`]; the counter keeps counting. The two directions are independent
+//! with `kdf::ratchet_key`; the counter keeps counting. The two directions are independent
 //! state machines, so a session can hand them to different tasks.
 
 use core::fmt;
@@ -15,18 +15,19 @@ use zeroize::Zeroizing;
 use super::kdf::{KEY_LEN, SessionKeys, ratchet_key};
 
 /// Poly1305 tag length.
-pub const TAG_LEN: usize = 16;
+pub(crate) const TAG_LEN: usize = 16;
 /// Largest plaintext one message may carry.
-pub const MAX_PLAINTEXT_LEN: usize = 65_535;
-/// Largest ciphertext accepted (PROTOCOL.md: anything longer closes the session with 4400).
-pub const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
+pub(crate) const MAX_PLAINTEXT_LEN: usize = 65_535;
+/// Largest ciphertext accepted: anything longer closes the session with 4400
+/// (docs/protocol.md §4).
+pub(crate) const MAX_CIPHERTEXT_LEN: usize = MAX_PLAINTEXT_LEN + TAG_LEN;
 /// Messages per direction between two ratchet steps.
-pub const REKEY_INTERVAL: u64 = 4096;
+pub(crate) const REKEY_INTERVAL: u64 = 4096;
 
 /// Why a transport message could not be sealed or opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// Ciphertext over [`MAX_CIPHERTEXT_LEN`] (or plaintext over [`MAX_PLAINTEXT_LEN`]).
+    /// Ciphertext over `MAX_CIPHERTEXT_LEN` (or plaintext over `MAX_PLAINTEXT_LEN`).
     #[error("transport message of {0} bytes is too large")]
     TooLarge(usize),
     /// Authentication failed, or the message is shorter than a tag.
