@@ -28,7 +28,7 @@ fn push_attr(m: &mut Vec<u8>, kind: u16, value: &[u8]) {
 
 /// A browser-like ICE connectivity check.
 fn ice_check(secret: &IceSecret, kind: IntegrityKind) -> Vec<u8> {
-    let cred = secret.issue(NOW, 600);
+    let cred = secret.issue(NOW, 600, [0x11; 8]);
     let mut m = header(stun::msg_type::BINDING_REQUEST);
     push_attr(
         &mut m,

@@ -108,7 +108,7 @@ proptest! {
         let secret = secret();
         let responder = StunResponder::new(secret.clone(), strict);
         let mut attrs = attrs;
-        let cred = secret.issue(NOW, 600);
+        let cred = secret.issue(NOW, 600, [0x77; 8]);
         if authenticate {
             attrs.push((stun::attr::USERNAME, format!("{}:x", cred.ufrag).into_bytes()));
         }

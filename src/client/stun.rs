@@ -381,7 +381,7 @@ mod tests {
     #[tokio::test]
     async fn authenticated_probe_verifies_integrity_both_kinds() {
         let s = server().await;
-        let cred = s.secret.issue(now(), 600);
+        let cred = s.secret.issue(now(), 600, rand::random());
         for sha256 in [false, true] {
             let creds = Some((
                 format!("{}:probe", cred.ufrag),
@@ -411,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_password_reports_401() {
         let s = server().await;
-        let cred = s.secret.issue(now(), 600);
+        let cred = s.secret.issue(now(), 600, rand::random());
         let creds = Some((cred.ufrag.clone(), "not-the-password".to_owned()));
         let report = probe(&s.addr.to_string(), creds, false, Duration::from_secs(5))
             .await

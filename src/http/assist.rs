@@ -465,7 +465,10 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
 
 fn ice_advice(state: &AppState, now: u64) -> IceAdvice {
     let ice = &state.config.ice;
-    let credential = state.static_keys.ice_secret.issue(now, ice.credential_ttl);
+    let credential = state
+        .static_keys
+        .ice_secret
+        .issue(now, ice.credential_ttl, rand::random());
     let mut servers = Vec::with_capacity(state.turn.len());
     let mut ice_servers = Vec::with_capacity(state.turn.len() + 1);
     if !state.endpoints.stun_urls.is_empty() {

@@ -830,7 +830,7 @@ mod tests {
     }
 
     fn credential(r: &StunResponder) -> IceCredential {
-        r.secret.issue(NOW, 600)
+        r.secret.issue(NOW, 600, [0x5E; 8])
     }
 
     fn v4() -> SocketAddr {
@@ -1223,7 +1223,7 @@ mod tests {
     #[test]
     fn expired_credential_gets_401() {
         let r = responder(false);
-        let cred = r.secret.issue(NOW - 700, 600);
+        let cred = r.secret.issue(NOW - 700, 600, [0x5E; 8]);
         let m = ice_check(&cred, IntegrityKind::Sha256, &[], false);
         let (outcome, reply) = run(&r, &m, v4());
         assert_eq!(outcome, Outcome::AuthFailure);

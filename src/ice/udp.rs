@@ -881,6 +881,7 @@ mod tests {
                 .unwrap()
                 .as_secs(),
             600,
+            [8; 8],
         );
         let mut m = binding_request(3);
         let username = format!("{}:peer", cred.ufrag);
