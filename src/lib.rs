@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod signal;
 pub mod state;
+pub mod sys;
 pub mod timefmt;

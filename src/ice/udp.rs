@@ -8,7 +8,7 @@
 //! metrics are accumulated per batch into counters resolved at start.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -546,55 +546,28 @@ mod portable {
     }
 }
 
-/// `recvmmsg`/`sendmmsg`. The message headers point into `Batch` and are rebuilt on
-/// the stack for each call, so no raw pointer outlives a system call.
+/// `recvmmsg`/`sendmmsg` through [`crate::sys::mmsg`].
 #[cfg(target_os = "linux")]
 mod mmsg {
+    use std::os::fd::AsFd;
+
     use super::*;
-    use std::mem::{size_of, zeroed};
-    use std::os::fd::AsRawFd;
+    use crate::sys::mmsg::{self as sys_mmsg, RecvMeta, Transmit};
 
     pub(super) fn recv(socket: &UdpSocket, batch: &mut Batch) -> io::Result<usize> {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, slot) in batch.recv.chunks_exact_mut(SLOT).enumerate() {
-            iovecs[i] = libc::iovec {
-                iov_base: slot.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            };
-            let header = &mut headers[i].msg_hdr;
-            header.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            header.msg_iov = &mut iovecs[i];
-            header.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live slot of SLOT bytes and a live
-        // sockaddr_storage of this frame; the kernel writes at most those sizes.
-        let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let n = n as usize;
-        for i in 0..n {
-            let truncated = headers[i].msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-            batch.lens[i] = if truncated {
-                SLOT + 1
-            } else {
-                headers[i].msg_len as usize
-            };
-            match from_sockaddr(&names[i]) {
-                Some(source) => batch.sources[i] = source,
-                // Unknown family: mark the datagram as oversized so it is dropped.
+        let mut meta = [RecvMeta::default(); BATCH];
+        let n = sys_mmsg::recv(socket.as_fd(), &mut batch.recv, SLOT, &mut meta)?;
+        for (i, m) in meta[..n].iter().enumerate() {
+            match m.source {
+                Some(source) if !m.truncated => {
+                    batch.lens[i] = m.len;
+                    batch.sources[i] = source;
+                }
+                // Truncated, or an unknown family: dropped unread.
+                Some(source) => {
+                    batch.lens[i] = SLOT + 1;
+                    batch.sources[i] = source;
+                }
                 None => batch.lens[i] = SLOT + 1,
             }
         }
@@ -640,103 +613,25 @@ mod mmsg {
 
     /// Sends the replies listed in `which`; returns (datagrams sent, bytes sent).
     fn send(socket: &UdpSocket, batch: &Batch, which: &[usize]) -> io::Result<(usize, u64)> {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut names: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (k, &i) in which.iter().enumerate() {
-            let reply = &batch.replies[i];
-            iovecs[k] = libc::iovec {
-                iov_base: reply.as_ptr() as *mut libc::c_void,
-                iov_len: reply.len(),
+        let mut transmits = [Transmit {
+            contents: &[],
+            destination: None,
+        }; BATCH];
+        for (transmit, &i) in transmits.iter_mut().zip(which) {
+            *transmit = Transmit {
+                contents: &batch.replies[i],
+                destination: Some(batch.sources[i]),
             };
-            let name_len = to_sockaddr(batch.sources[i], &mut names[k]);
-            let header = &mut headers[k].msg_hdr;
-            header.msg_name = (&mut names[k] as *mut libc::sockaddr_storage).cast();
-            header.msg_namelen = name_len;
-            header.msg_iov = &mut iovecs[k];
-            header.msg_iovlen = 1;
         }
-        // SAFETY: the headers point at live replies and addresses of this frame; the
-        // kernel only reads them.
-        let sent = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                which.len() as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let sent = sent as usize;
+        let count = which.len().min(BATCH);
+        let sent = sys_mmsg::send(socket.as_fd(), &transmits[..count])?;
         let bytes = which[..sent]
             .iter()
             .map(|&i| batch.replies[i].len() as u64)
             .sum();
         Ok((sent, bytes))
     }
-
-    fn from_sockaddr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
-        match i32::from(storage.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the family says the storage holds a sockaddr_in.
-                let v4 = unsafe {
-                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
-                let ip = std::net::Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
-                Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(v4.sin_port)))
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the family says the storage holds a sockaddr_in6.
-                let v6 = unsafe {
-                    &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
-                let ip = std::net::Ipv6Addr::from(v6.sin6_addr.s6_addr);
-                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
-                    ip,
-                    u16::from_be(v6.sin6_port),
-                    v6.sin6_flowinfo,
-                    v6.sin6_scope_id,
-                )))
-            }
-            _ => None,
-        }
-    }
-
-    fn to_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
-        match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-                let v4 = unsafe {
-                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
-                v4.sin_family = libc::AF_INET as libc::sa_family_t;
-                v4.sin_port = a.port().to_be();
-                v4.sin_addr = libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                };
-                size_of::<libc::sockaddr_in>() as libc::socklen_t
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-                let v6 = unsafe {
-                    &mut *(storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-                };
-                v6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                v6.sin6_port = a.port().to_be();
-                v6.sin6_flowinfo = a.flowinfo();
-                v6.sin6_addr = libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                };
-                v6.sin6_scope_id = a.scope_id();
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t
-            }
-        }
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
