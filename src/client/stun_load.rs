@@ -11,7 +11,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::ice::stun as wire;
+use crate::ice::stun::{self as wire, RequestBuilder};
 
 /// The longest run the tool accepts.
 pub(crate) const MAX_DURATION: Duration = Duration::from_secs(300);
@@ -181,13 +181,11 @@ impl Flow {
     }
 
     fn request(&self, seq: u32) -> [u8; wire::HEADER_LEN] {
-        let mut request = [0u8; wire::HEADER_LEN];
-        request[..2].copy_from_slice(&wire::msg_type::BINDING_REQUEST.to_be_bytes());
-        request[4..8].copy_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
-        request[8..12].copy_from_slice(&TID_TAG);
-        request[12..16].copy_from_slice(&self.index.to_be_bytes());
-        request[16..20].copy_from_slice(&seq.to_be_bytes());
-        request
+        let mut tid = [0u8; 12];
+        tid[..4].copy_from_slice(&TID_TAG);
+        tid[4..8].copy_from_slice(&self.index.to_be_bytes());
+        tid[8..].copy_from_slice(&seq.to_be_bytes());
+        RequestBuilder::minimal_binding(tid)
     }
 
     /// Sends requests until `outstanding` are in flight (or the socket is full).

@@ -636,7 +636,7 @@ mod mmsg {
 mod tests {
     use super::*;
     use crate::ice::credentials::IceSecret;
-    use crate::ice::stun::{self, IntegrityKind};
+    use crate::ice::stun::{self, IntegrityKind, RequestBuilder};
     use std::time::Duration;
 
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -693,9 +693,7 @@ mod tests {
     }
 
     fn binding_request(tid: u8) -> Vec<u8> {
-        let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-        m.extend_from_slice(&[tid; 12]);
-        m
+        RequestBuilder::minimal_binding([tid; 12]).to_vec()
     }
 
     async fn exchange(
@@ -778,16 +776,11 @@ mod tests {
             600,
             [8; 8],
         );
-        let mut m = binding_request(3);
-        let username = format!("{}:peer", cred.ufrag);
-        m.extend_from_slice(&[0x00, 0x06, 0, username.len() as u8]);
-        m.extend_from_slice(username.as_bytes());
-        while !m.len().is_multiple_of(4) {
-            m.push(0);
-        }
-        m[3] = (m.len() - 20) as u8;
-        stun::append_integrity(&mut m, IntegrityKind::Sha1, cred.password.as_bytes());
-        stun::append_fingerprint(&mut m);
+        let m = RequestBuilder::binding([3; 12])
+            .username(&format!("{}:peer", cred.ufrag))
+            .integrity(IntegrityKind::Sha1, cred.password.as_bytes())
+            .fingerprint()
+            .build();
         let c = client(r.addr);
         let (_, replies) = exchange(c, vec![b"not stun at all".to_vec(), m]).await;
         assert_eq!(replies.len(), 1);
@@ -815,13 +808,8 @@ mod tests {
         let (c, replies) = exchange(c, requests).await;
         assert_eq!(replies.len(), 5);
         // Error replies count too.
-        let (_, replies) = exchange(
-            c,
-            vec![vec![
-                0x00, 0x03, 0, 0, 0x21, 0x12, 0xA4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
-            ]],
-        )
-        .await;
+        let allocate = RequestBuilder::new(0x0003, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).build();
+        let (_, replies) = exchange(c, vec![allocate]).await;
         assert!(replies.is_empty());
         for _ in 0..200 {
             if r.metrics.requests("rate_limited") == 8 {

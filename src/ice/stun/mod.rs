@@ -63,9 +63,7 @@ pub use responder::{Outcome, StunResponder};
 #[cfg(test)]
 pub(crate) use wire::SOFTWARE;
 pub(crate) use wire::{HEADER_LEN, decode_xor_mapped_address};
-pub use wire::{
-    IntegrityKind, MAGIC_COOKIE, append_fingerprint, append_integrity, attr, attributes, msg_type,
-};
+pub use wire::{IntegrityKind, MAGIC_COOKIE, attr, attributes, msg_type};
 
 use message::{FingerprintCheck, Message};
 
