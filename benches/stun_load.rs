@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use commucat::client::stun_load::{self, LoadReport};
 use commucat::ice::credentials::IceSecret;
 use commucat::ice::stun::{RequestBuilder, StunResponder};
-use commucat::ice::udp::{RateLimitConfig, StunMetrics, StunServer};
+use commucat::ice::stun_server::{StunMetrics, StunServer};
+use commucat::ratelimit::RateLimitConfig;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

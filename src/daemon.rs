@@ -11,8 +11,8 @@ use tokio::sync::watch;
 use crate::config::{Config, ConfigError};
 use crate::ice::credentials::IceSecret;
 use crate::ice::stun::StunResponder;
+use crate::ice::stun_server::{StunMetrics, StunServer};
 use crate::ice::turn::TurnServer;
-use crate::ice::udp::{StunMetrics, StunServer};
 use crate::keys::store::{ICE_SECRET_FILE, KeyStore, KeyStoreError};
 use crate::keys::{IdentityKeys, KemKeys, NoiseKeyRing, StaticKeys, configured_kem, rotation};
 use crate::metrics::Metrics;
@@ -31,7 +31,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Stun(#[from] crate::ice::udp::StunBindError),
+    Stun(#[from] crate::ice::stun_server::StunBindError),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }

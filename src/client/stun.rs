@@ -303,7 +303,8 @@ mod tests {
     use super::*;
     use crate::ice::credentials::IceSecret;
     use crate::ice::stun::StunResponder;
-    use crate::ice::udp::{RateLimitConfig, StunMetrics, StunServer};
+    use crate::ice::stun_server::{StunMetrics, StunServer};
+    use crate::ratelimit::RateLimitConfig;
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
     use tokio::sync::watch;
