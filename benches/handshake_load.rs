@@ -32,18 +32,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn raise_nofile() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read only the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-    limit.rlim_cur
+    commucat::sys::raise_open_file_limit().unwrap_or(0)
 }
 
 struct Server {
@@ -199,7 +188,7 @@ async fn run(server: &Server, sessions: usize, conns: usize, secs: u64) {
     let base = format!("http://{}", server.addr);
     let pid = server.child.id();
     let client = http_client(Duration::from_secs(10)).expect("client");
-    let info = fetch_server_info(&client, &base)
+    let info = fetch_server_info(&client, &base, None)
         .await
         .expect("server-info");
 

@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 
 use commucat::client::stun_load::{self, LoadReport};
 use commucat::ice::credentials::IceSecret;
-use commucat::ice::stun::StunResponder;
-use commucat::ice::udp::{RateLimitConfig, StunMetrics, StunServer};
+use commucat::ice::stun::{RequestBuilder, StunResponder};
+use commucat::ice::stun_server::{StunMetrics, StunServer};
+use commucat::ratelimit::RateLimitConfig;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -200,8 +201,7 @@ fn wait_until_answering(port: u16) -> bool {
     probe
         .set_read_timeout(Some(Duration::from_millis(50)))
         .expect("timeout");
-    let mut request = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-    request.extend_from_slice(&[9; 12]);
+    let request = RequestBuilder::minimal_binding([9; 12]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut buf = [0u8; 512];
     while Instant::now() < deadline {

@@ -27,4 +27,5 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod signal;
 pub mod state;
+pub mod sys;
 pub mod time;

@@ -113,22 +113,11 @@ fn init_logging(config: &Config) {
 /// Each WebSocket session holds a socket: take the hard open-file limit as the soft one,
 /// so tens of thousands of sessions do not hit the usual soft limit of 1024.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
-    let raised = unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-            let before = limit.rlim_cur;
-            limit.rlim_cur = limit.rlim_max;
-            before == limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+    match commucat::sys::raise_open_file_limit() {
+        Ok(open_files) => tracing::debug!(open_files, "open-file limit"),
+        Err(_) => {
+            tracing::warn!("could not raise the open-file limit; sessions may be refused early")
         }
-    };
-    if raised {
-        tracing::debug!(open_files = limit.rlim_cur, "open-file limit");
-    } else {
-        tracing::warn!("could not raise the open-file limit; sessions may be refused early");
     }
 }
 

@@ -1,4 +1,5 @@
-//! Per-source-IP token buckets in a fixed-size table (sans-I/O).
+//! Token buckets (sans-I/O): `TokenBucket`, and per-source-IP buckets in a fixed-size
+//! table (`RateLimiter`).
 //!
 //! The table is allocated once and never grows: a flood of spoofed sources only evicts
 //! entries, so memory stays bounded. It is set-associative (8 ways per set, sets chosen
@@ -16,9 +17,84 @@
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 const WAYS: usize = 8;
-const NANOS_PER_SEC: f64 = 1_000_000_000.0;
+
+/// A point on a monotonic clock: nanoseconds since some origin (`u64`, the tables'
+/// clock), or an `Instant`.
+pub(crate) trait Timestamp: Copy + Ord {
+    /// Time from `earlier` to `self`; zero if `earlier` is later.
+    fn since(self, earlier: Self) -> Duration;
+}
+
+impl Timestamp for u64 {
+    fn since(self, earlier: Self) -> Duration {
+        Duration::from_nanos(self.saturating_sub(earlier))
+    }
+}
+
+impl Timestamp for Instant {
+    fn since(self, earlier: Self) -> Duration {
+        self.saturating_duration_since(earlier)
+    }
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` stored; starts full. Rate
+/// and burst are passed to each call rather than stored, so that a table of buckets
+/// stays small. Tokens are whatever the caller counts (events, bytes); time never runs
+/// backwards for a bucket (an earlier `now` adds nothing).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TokenBucket<T> {
+    tokens: f64,
+    updated: T,
+}
+
+impl<T: Timestamp> TokenBucket<T> {
+    pub(crate) fn full(burst: f64, now: T) -> Self {
+        Self {
+            tokens: burst,
+            updated: now,
+        }
+    }
+
+    /// The tokens available at `now`, without changing the bucket.
+    pub(crate) fn available(&self, rate: f64, burst: f64, now: T) -> f64 {
+        (self.tokens + now.since(self.updated).as_secs_f64() * rate).min(burst)
+    }
+
+    /// When the bucket was last refilled.
+    pub(crate) fn updated(&self) -> T {
+        self.updated
+    }
+
+    fn refill(&mut self, rate: f64, burst: f64, now: T) {
+        self.tokens = self.available(rate, burst, now);
+        self.updated = self.updated.max(now);
+    }
+
+    /// Whether `amount` tokens are available now (nothing is taken).
+    pub(crate) fn has(&mut self, amount: f64, rate: f64, burst: f64, now: T) -> bool {
+        self.refill(rate, burst, now);
+        self.tokens >= amount
+    }
+
+    /// Takes `amount` tokens if they are all available; a refusal takes nothing.
+    pub(crate) fn take(&mut self, amount: f64, rate: f64, burst: f64, now: T) -> bool {
+        if self.has(amount, rate, burst, now) {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Takes `amount` tokens that were checked with [`TokenBucket::has`] before (never
+    /// below zero).
+    pub(crate) fn charge(&mut self, amount: f64) {
+        self.tokens = (self.tokens - amount).max(0.0);
+    }
+}
 
 /// Token-bucket parameters and the size of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +108,7 @@ pub struct RateLimitConfig {
 }
 
 impl Default for RateLimitConfig {
-    /// PROTOCOL.md §3: generous enough for ICE (50 per second, burst 200).
+    /// docs/protocol.md §3: generous enough for ICE (50 per second, burst 200).
     fn default() -> Self {
         Self {
             per_second: 50,
@@ -42,20 +118,28 @@ impl Default for RateLimitConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     /// The limited key (IPv4 as IPv4-mapped IPv6, IPv6 as its /64), plus one so that
     /// zero marks a free slot.
     key: u128,
-    tokens: f64,
-    last_nanos: u64,
+    /// On the table's clock (monotonic nanoseconds); tokens are events.
+    bucket: TokenBucket<u64>,
 }
 
+const FREE: Slot = Slot {
+    key: 0,
+    bucket: TokenBucket {
+        tokens: 0.0,
+        updated: 0,
+    },
+};
+
 /// A fixed-capacity table of per-IP token buckets.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     slots: Box<[Slot]>,
     set_mask: usize,
-    per_nano: f64,
+    per_second: f64,
     burst: f64,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -64,50 +148,53 @@ impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
             .field("capacity", &self.slots.len())
-            .field("per_second", &(self.per_nano * NANOS_PER_SEC))
+            .field("per_second", &self.per_second)
             .field("burst", &self.burst)
             .finish()
     }
 }
 
 impl RateLimiter {
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
         let capacity = config.table_size.clamp(WAYS, 1 << 24).next_power_of_two();
         Self {
-            slots: vec![Slot::default(); capacity].into_boxed_slice(),
+            slots: vec![FREE; capacity].into_boxed_slice(),
             set_mask: capacity / WAYS - 1,
-            per_nano: f64::from(config.per_second) / NANOS_PER_SEC,
+            per_second: f64::from(config.per_second),
             burst: f64::from(config.burst.max(1)),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
     /// How many sources the table can hold.
-    pub fn capacity(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
         self.slots.len()
     }
 
     /// How many sources are tracked now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.slots.iter().filter(|s| s.key != 0).count()
     }
 
     /// Whether `ip` has a token at `now_nanos`, without taking it: lets a caller skip
     /// work whose answer would be dropped anyway.
-    pub fn has_token(&self, ip: IpAddr, now_nanos: u64) -> bool {
+    pub(crate) fn has_token(&self, ip: IpAddr, now_nanos: u64) -> bool {
         let key = limit_key(ip);
         let set = (self.hasher.hash_one(key) as usize & self.set_mask) * WAYS;
         match self.slots[set..set + WAYS].iter().find(|s| s.key == key) {
             None => true,
             Some(slot) => {
-                let elapsed = now_nanos.saturating_sub(slot.last_nanos);
-                (slot.tokens + elapsed as f64 * self.per_nano).min(self.burst) >= 1.0
+                slot.bucket
+                    .available(self.per_second, self.burst, now_nanos)
+                    >= 1.0
             }
         }
     }
 
     /// Takes one token for `ip` at `now_nanos`; `false` means "over the limit".
-    pub fn allow(&mut self, ip: IpAddr, now_nanos: u64) -> bool {
+    pub(crate) fn allow(&mut self, ip: IpAddr, now_nanos: u64) -> bool {
         let key = limit_key(ip);
         let set = (self.hasher.hash_one(key) as usize & self.set_mask) * WAYS;
         let ways = &mut self.slots[set..set + WAYS];
@@ -117,21 +204,13 @@ impl RateLimiter {
                 let victim = stalest(ways);
                 ways[victim] = Slot {
                     key,
-                    tokens: self.burst,
-                    last_nanos: now_nanos,
+                    bucket: TokenBucket::full(self.burst, now_nanos),
                 };
                 &mut ways[victim]
             }
         };
-        let elapsed = now_nanos.saturating_sub(slot.last_nanos);
-        slot.tokens = (slot.tokens + elapsed as f64 * self.per_nano).min(self.burst);
-        slot.last_nanos = slot.last_nanos.max(now_nanos);
-        if slot.tokens >= 1.0 {
-            slot.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        slot.bucket
+            .take(1.0, self.per_second, self.burst, now_nanos)
     }
 }
 
@@ -142,7 +221,7 @@ fn stalest(ways: &[Slot]) -> usize {
         if slot.key == 0 {
             return i;
         }
-        if slot.last_nanos < ways[best].last_nanos {
+        if slot.bucket.updated() < ways[best].bucket.updated() {
             best = i;
         }
     }
@@ -162,21 +241,21 @@ fn limit_key(ip: IpAddr) -> u128 {
 /// A `RateLimiter` shared between tasks. Lock it once per batch of packets
 /// (`lock_batch`), not per packet.
 #[derive(Debug)]
-pub struct SharedRateLimiter(Mutex<RateLimiter>);
+pub(crate) struct SharedRateLimiter(Mutex<RateLimiter>);
 
 impl SharedRateLimiter {
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub(crate) fn new(config: RateLimitConfig) -> Self {
         Self(Mutex::new(RateLimiter::new(config)))
     }
 
     /// One decision (for callers with one event at a time, such as HTTP handlers).
-    pub fn allow(&self, ip: IpAddr, now_nanos: u64) -> bool {
+    pub(crate) fn allow(&self, ip: IpAddr, now_nanos: u64) -> bool {
         self.lock_batch().allow(ip, now_nanos)
     }
 
     /// The limiter, for a batch of decisions. A poisoned lock is recovered: the table
     /// holds no invariant a panic could break.
-    pub fn lock_batch(&self) -> std::sync::MutexGuard<'_, RateLimiter> {
+    pub(crate) fn lock_batch(&self) -> std::sync::MutexGuard<'_, RateLimiter> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -189,6 +268,54 @@ mod tests {
     use std::net::Ipv4Addr;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn bucket_refills_at_the_rate_up_to_the_burst() {
+        let mut b = TokenBucket::full(3.0, 0u64);
+        assert!(b.take(3.0, 2.0, 3.0, 0));
+        assert!(!b.take(1.0, 2.0, 3.0, SEC / 4), "half a token");
+        assert!(b.take(1.0, 2.0, 3.0, SEC / 2));
+        assert_eq!(b.available(2.0, 3.0, SEC / 2), 0.0);
+        // Never more than the burst, however long the pause.
+        assert_eq!(b.available(2.0, 3.0, 1000 * SEC), 3.0);
+    }
+
+    #[test]
+    fn bucket_available_looks_without_refilling() {
+        let b = TokenBucket::full(1.0, 10 * SEC);
+        assert_eq!(b.available(1.0, 5.0, 12 * SEC), 3.0);
+        assert_eq!(b.updated(), 10 * SEC);
+        assert_eq!(b.available(1.0, 5.0, 12 * SEC), 3.0);
+    }
+
+    #[test]
+    fn bucket_has_then_charge_and_refusals_take_nothing() {
+        let mut b = TokenBucket::full(10.0, 0u64);
+        assert!(b.has(8.0, 10.0, 10.0, 0));
+        assert!(b.has(8.0, 10.0, 10.0, 0), "has takes nothing");
+        b.charge(8.0);
+        assert!(!b.take(3.0, 10.0, 10.0, 0));
+        assert!(b.take(2.0, 10.0, 10.0, 0));
+        // A charge beyond what is left stops at zero.
+        b.charge(5.0);
+        assert_eq!(b.available(10.0, 10.0, 0), 0.0);
+        assert!(b.take(1.0, 10.0, 10.0, SEC / 10));
+    }
+
+    #[test]
+    fn bucket_time_never_runs_backwards() {
+        let mut b = TokenBucket::full(1.0, 5 * SEC);
+        assert!(b.take(1.0, 1.0, 1.0, 5 * SEC));
+        // An earlier time adds nothing and does not rewind the bucket.
+        assert!(!b.take(1.0, 1.0, 1.0, 0));
+        assert_eq!(b.updated(), 5 * SEC);
+        assert!(b.take(1.0, 1.0, 1.0, 6 * SEC));
+        let t0 = Instant::now();
+        let mut b = TokenBucket::full(1.0, t0 + Duration::from_secs(1));
+        assert!(b.take(1.0, 1.0, 1.0, t0));
+        assert!(!b.has(1.0, 1.0, 1.0, t0 + Duration::from_secs(1)));
+        assert!(b.has(1.0, 1.0, 1.0, t0 + Duration::from_secs(2)));
+    }
 
     #[test]
     fn has_token_looks_without_taking() {

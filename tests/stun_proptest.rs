@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use commucat::ice::credentials::IceSecret;
-use commucat::ice::stun::{self, IntegrityKind, Outcome, StunResponder};
+use commucat::ice::stun::{self, IntegrityKind, Outcome, RequestBuilder, StunResponder};
 use proptest::prelude::*;
 
 const NOW: u64 = 1_800_000_000;
@@ -68,19 +68,12 @@ fn attr_type() -> impl Strategy<Value = u16> {
     ]
 }
 
-fn build(msg_type: u16, tid: [u8; 12], attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut m = msg_type.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0, 0, 0x21, 0x12, 0xA4, 0x42]);
-    m.extend_from_slice(&tid);
-    for (kind, value) in attrs {
-        m.extend_from_slice(&kind.to_be_bytes());
-        m.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        m.extend_from_slice(value);
-        m.resize(m.len().next_multiple_of(4), 0);
-    }
-    let len = (m.len() - 20) as u16;
-    m[2..4].copy_from_slice(&len.to_be_bytes());
-    m
+fn build(msg_type: u16, tid: [u8; 12], attrs: &[(u16, Vec<u8>)]) -> RequestBuilder {
+    attrs
+        .iter()
+        .fold(RequestBuilder::new(msg_type, tid), |m, (kind, value)| {
+            m.attribute(*kind, value)
+        })
 }
 
 proptest! {
@@ -108,18 +101,19 @@ proptest! {
         let secret = secret();
         let responder = StunResponder::new(secret.clone(), strict);
         let mut attrs = attrs;
-        let cred = secret.issue(NOW, 600);
+        let cred = secret.issue(NOW, 600, [0x77; 8]);
         if authenticate {
             attrs.push((stun::attr::USERNAME, format!("{}:x", cred.ufrag).into_bytes()));
         }
         let mut packet = build(msg_type, tid, &attrs);
         if authenticate {
             let kind = if sha256 { IntegrityKind::Sha256 } else { IntegrityKind::Sha1 };
-            stun::append_integrity(&mut packet, kind, cred.password.as_bytes());
+            packet = packet.integrity(kind, cred.password.as_bytes());
         }
         if fingerprint {
-            stun::append_fingerprint(&mut packet);
+            packet = packet.fingerprint();
         }
+        let packet = packet.build();
         let mut out = Vec::new();
         let outcome = responder.handle(&packet, src, NOW, &mut out);
         check_reply(&packet, outcome, &out)?;

@@ -6,36 +6,28 @@
 use std::net::SocketAddr;
 
 use commucat::ice::credentials::IceSecret;
-use commucat::ice::stun::{self, IntegrityKind, Outcome, StunResponder};
+use commucat::ice::stun::{self, IntegrityKind, MAGIC_COOKIE, Outcome, RequestBuilder, StunResponder};
 use libfuzzer_sys::fuzz_target;
 
 const NOW: u64 = 1_800_000_000;
 
 fn authenticated_wrapper(secret: &IceSecret, flags: u8, attrs: &[u8]) -> Vec<u8> {
-    let cred = secret.issue(NOW, 600);
-    let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
-    m.extend_from_slice(&[7u8; 12]);
-    m.extend_from_slice(attrs);
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
-    let username = format!("{}:peer", cred.ufrag);
-    m.extend_from_slice(&0x0006u16.to_be_bytes());
-    m.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    m.extend_from_slice(username.as_bytes());
-    while m.len() % 4 != 0 {
-        m.push(0);
-    }
+    // Fixed random bytes: the same input always makes the same request.
+    let cred = secret.issue(NOW, 600, [flags; 8]);
     let kind = if flags & 2 == 0 {
         IntegrityKind::Sha1
     } else {
         IntegrityKind::Sha256
     };
-    stun::append_integrity(&mut m, kind, cred.password.as_bytes());
+    let m = RequestBuilder::binding([7u8; 12])
+        .raw(attrs)
+        .username(&format!("{}:peer", cred.ufrag))
+        .integrity(kind, cred.password.as_bytes());
     if flags & 4 != 0 {
-        stun::append_fingerprint(&mut m);
+        m.fingerprint().build()
+    } else {
+        m.build()
     }
-    m
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -65,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
         usize::from(u16::from_be_bytes([out[2], out[3]])) + 20,
         out.len()
     );
-    assert_eq!(&out[4..8], &[0x21, 0x12, 0xA4, 0x42]);
+    assert_eq!(out[4..8], MAGIC_COOKIE.to_be_bytes());
     assert_eq!(
         &out[8..20],
         &packet[8..20],

@@ -15,7 +15,7 @@ use stun_rs::attributes::stun::{ErrorCode, MappedAddress, Software, XorMappedAdd
 use tokio::net::UdpSocket;
 use zeroize::Zeroizing;
 
-use crate::ice::stun::{self as wire, IntegrityKind};
+use crate::ice::stun::{self as wire, IntegrityKind, RequestBuilder};
 
 /// Initial retransmission timeout (RFC 8489 §6.2.1).
 const INITIAL_RTO: Duration = Duration::from_millis(500);
@@ -205,31 +205,24 @@ fn has_port(target: &str) -> bool {
     }
 }
 
+/// The longest USERNAME sent (RFC 8489 §14.3: less than 509 bytes).
+const MAX_USERNAME: usize = 508;
+
 fn build_request(
     tid: &[u8; 12],
     username: Option<&str>,
     key: Option<(IntegrityKind, &[u8])>,
 ) -> Result<Vec<u8>, ProbeError> {
-    let mut m = Vec::with_capacity(128);
-    m.extend_from_slice(&wire::msg_type::BINDING_REQUEST.to_be_bytes());
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
-    m.extend_from_slice(tid);
+    let mut request = RequestBuilder::binding(*tid);
     if let (Some(username), Some((kind, key))) = (username, key) {
-        let len = u16::try_from(username.len())
-            .ok()
-            .filter(|&l| l < 509)
-            .ok_or_else(|| ProbeError::BadCredential("username longer than 508 bytes".into()))?;
-        m.extend_from_slice(&wire::attr::USERNAME.to_be_bytes());
-        m.extend_from_slice(&len.to_be_bytes());
-        m.extend_from_slice(username.as_bytes());
-        m.resize(m.len().next_multiple_of(4), 0);
-        let body = (m.len() - wire::HEADER_LEN) as u16;
-        m[2..4].copy_from_slice(&body.to_be_bytes());
-        wire::append_integrity(&mut m, kind, key);
+        if username.len() > MAX_USERNAME {
+            return Err(ProbeError::BadCredential(format!(
+                "username longer than {MAX_USERNAME} bytes"
+            )));
+        }
+        request = request.username(username).integrity(kind, key);
     }
-    wire::append_fingerprint(&mut m);
-    Ok(m)
+    Ok(request.fingerprint().build())
 }
 
 fn is_response_to(reply: &[u8], tid: &[u8; 12]) -> bool {
@@ -310,7 +303,8 @@ mod tests {
     use super::*;
     use crate::ice::credentials::IceSecret;
     use crate::ice::stun::StunResponder;
-    use crate::ice::udp::{RateLimitConfig, StunMetrics, StunServer};
+    use crate::ice::stun_server::{StunMetrics, StunServer};
+    use crate::ratelimit::RateLimitConfig;
     use std::sync::Arc;
     use std::time::{SystemTime, UNIX_EPOCH};
     use tokio::sync::watch;
@@ -381,7 +375,7 @@ mod tests {
     #[tokio::test]
     async fn authenticated_probe_verifies_integrity_both_kinds() {
         let s = server().await;
-        let cred = s.secret.issue(now(), 600);
+        let cred = s.secret.issue(now(), 600, rand::random());
         for sha256 in [false, true] {
             let creds = Some((
                 format!("{}:probe", cred.ufrag),
@@ -411,7 +405,7 @@ mod tests {
     #[tokio::test]
     async fn wrong_password_reports_401() {
         let s = server().await;
-        let cred = s.secret.issue(now(), 600);
+        let cred = s.secret.issue(now(), 600, rand::random());
         let creds = Some((cred.ufrag.clone(), "not-the-password".to_owned()));
         let report = probe(&s.addr.to_string(), creds, false, Duration::from_secs(5))
             .await
@@ -448,6 +442,27 @@ mod tests {
             seen += 1;
         }
         assert_eq!(seen, 3);
+    }
+
+    #[test]
+    fn requests_are_plain_or_authenticated_with_fingerprint() {
+        let tid = [6u8; 12];
+        let plain = build_request(&tid, None, None).unwrap();
+        assert_eq!(
+            wire::attributes(&plain).map(|(k, _)| k).collect::<Vec<_>>(),
+            [wire::attr::FINGERPRINT]
+        );
+        let key = (IntegrityKind::Sha256, &b"password"[..]);
+        let signed = build_request(&tid, Some("ufrag:probe"), Some(key)).unwrap();
+        assert!(wire::verify_integrity(&signed, key.0, key.1));
+        assert_eq!(wire::fingerprint_status(&signed), Some(true));
+        let longest = "u".repeat(MAX_USERNAME);
+        assert!(build_request(&tid, Some(&longest), Some(key)).is_ok());
+        let too_long = "u".repeat(MAX_USERNAME + 1);
+        assert!(matches!(
+            build_request(&tid, Some(&too_long), Some(key)),
+            Err(ProbeError::BadCredential(_))
+        ));
     }
 
     #[test]

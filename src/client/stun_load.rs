@@ -11,10 +11,10 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::ice::stun as wire;
+use crate::ice::stun::{self as wire, RequestBuilder};
 
 /// The longest run the tool accepts.
-pub const MAX_DURATION: Duration = Duration::from_secs(300);
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(300);
 /// Replies still accepted after the sending stops.
 const DRAIN: Duration = Duration::from_millis(200);
 /// A socket with requests in flight and no reply for this long starts over.
@@ -181,13 +181,11 @@ impl Flow {
     }
 
     fn request(&self, seq: u32) -> [u8; wire::HEADER_LEN] {
-        let mut request = [0u8; wire::HEADER_LEN];
-        request[..2].copy_from_slice(&wire::msg_type::BINDING_REQUEST.to_be_bytes());
-        request[4..8].copy_from_slice(&wire::MAGIC_COOKIE.to_be_bytes());
-        request[8..12].copy_from_slice(&TID_TAG);
-        request[12..16].copy_from_slice(&self.index.to_be_bytes());
-        request[16..20].copy_from_slice(&seq.to_be_bytes());
-        request
+        let mut tid = [0u8; 12];
+        tid[..4].copy_from_slice(&TID_TAG);
+        tid[4..8].copy_from_slice(&self.index.to_be_bytes());
+        tid[8..].copy_from_slice(&seq.to_be_bytes());
+        RequestBuilder::minimal_binding(tid)
     }
 
     /// Sends requests until `outstanding` are in flight (or the socket is full).
@@ -298,35 +296,21 @@ fn drive(mut flows: Vec<Flow>, outstanding: usize, deadline: Instant) -> Tally {
 #[cfg(target_os = "linux")]
 mod batch_io {
     use super::{BATCH, REPLY_SLOT};
-    use std::mem::zeroed;
+    use crate::sys::mmsg::{self, RecvMeta, Transmit};
     use std::net::UdpSocket;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
 
     /// Sends `requests` with one `sendmmsg`; returns how many were sent.
     pub(super) fn send(socket: &UdpSocket, requests: &[[u8; 20]]) -> usize {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        let n = requests.len().min(BATCH);
-        for k in 0..n {
-            iovecs[k] = libc::iovec {
-                iov_base: requests[k].as_ptr() as *mut libc::c_void,
-                iov_len: 20,
-            };
-            headers[k].msg_hdr.msg_iov = &mut iovecs[k];
-            headers[k].msg_hdr.msg_iovlen = 1;
+        let mut transmits = [Transmit {
+            contents: &[],
+            destination: None,
+        }; BATCH];
+        for (transmit, request) in transmits.iter_mut().zip(requests) {
+            transmit.contents = request;
         }
-        // SAFETY: the headers point at live requests of this frame; the socket is
-        // connected, so no address is needed; the kernel only reads.
-        let sent = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                n as libc::c_uint,
-                libc::MSG_DONTWAIT,
-            )
-        };
-        usize::try_from(sent).unwrap_or(0)
+        let n = requests.len().min(BATCH);
+        mmsg::send(socket.as_fd(), &transmits[..n]).unwrap_or(0)
     }
 
     /// Receives up to `BATCH` datagrams with one `recvmmsg`; returns how many.
@@ -335,31 +319,16 @@ mod batch_io {
         bufs: &mut [[u8; REPLY_SLOT]; BATCH],
         lens: &mut [usize; BATCH],
     ) -> usize {
-        // SAFETY: all-zero is a valid value for these plain C structs.
-        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut headers: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (k, buf) in bufs.iter_mut().enumerate() {
-            iovecs[k] = libc::iovec {
-                iov_base: buf.as_mut_ptr().cast(),
-                iov_len: REPLY_SLOT,
-            };
-            headers[k].msg_hdr.msg_iov = &mut iovecs[k];
-            headers[k].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live buffer of REPLY_SLOT bytes of this
-        // frame; the kernel writes at most that much into each.
-        let n = unsafe {
-            libc::recvmmsg(
-                socket.as_raw_fd(),
-                headers.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        let n = usize::try_from(n).unwrap_or(0);
-        for k in 0..n {
-            lens[k] = (headers[k].msg_len as usize).min(REPLY_SLOT);
+        let mut meta = [RecvMeta::default(); BATCH];
+        let n = mmsg::recv(
+            socket.as_fd(),
+            bufs.as_flattened_mut(),
+            REPLY_SLOT,
+            &mut meta,
+        )
+        .unwrap_or(0);
+        for (len, m) in lens.iter_mut().zip(&meta).take(n) {
+            *len = m.len;
         }
         n
     }
@@ -399,23 +368,9 @@ mod batch_io {
 
 #[cfg(unix)]
 fn wait_readable(flows: &[Flow], timeout: Duration) {
-    use std::os::fd::AsRawFd;
-    let mut fds: Vec<libc::pollfd> = flows
-        .iter()
-        .map(|f| libc::pollfd {
-            fd: f.socket.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: `fds` is a live, correctly sized array of pollfd for the whole call.
-    unsafe {
-        libc::poll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timeout.as_millis() as libc::c_int,
-        );
-    }
+    use std::os::fd::AsFd;
+    // Nothing to do on an error: the caller polls its sockets again either way.
+    let _ = crate::sys::poll_readable(flows.iter().map(|f| f.socket.as_fd()), timeout);
 }
 
 #[cfg(not(unix))]

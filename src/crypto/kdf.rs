@@ -104,7 +104,7 @@ pub fn derive_session_keys(input: &CombinerInput<'_>) -> SessionKeys {
 ///
 /// HKDF-Expand's first block does not depend on the requested length, so expanding
 /// exactly 32 bytes gives "the first 32 bytes" of any longer output.
-pub(crate) fn ratchet_key(
+pub fn ratchet_key(
     root_key: &[u8; KEY_LEN],
     key: &[u8; KEY_LEN],
 ) -> Zeroizing<[u8; KEY_LEN]> {

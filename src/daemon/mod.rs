@@ -12,8 +12,8 @@ use crate::auth::{AuthConfigError, Authorizer};
 use crate::config::{Config, ConfigError};
 use crate::discovery::{LimitsInfo, RenderError};
 use crate::ice::stun::StunResponder;
+use crate::ice::stun_server::{StunMetrics, StunServer};
 use crate::ice::turn::TurnServer;
-use crate::ice::udp::{StunMetrics, StunServer};
 use crate::keys::KeysError;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimitConfig;
@@ -44,7 +44,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Stun(#[from] crate::ice::udp::StunBindError),
+    Stun(#[from] crate::ice::stun_server::StunBindError),
     #[error(transparent)]
     Config(#[from] ConfigError),
 }

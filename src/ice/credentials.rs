@@ -1,4 +1,4 @@
-//! Stateless ICE credentials (PROTOCOL.md §3) and TURN REST credentials.
+//! Stateless ICE credentials (docs/protocol.md §3) and TURN REST credentials.
 //!
 //! The ufrag carries its own expiry and the password is an HMAC of the ufrag, so any
 //! node holding the same ICE secret validates any credential without shared state.
@@ -6,19 +6,20 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{KeyInit, Mac};
-use rand::RngExt as _;
 use sha1::Sha1;
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Domain-separation label for ICE passwords.
 const ICE_LABEL: &[u8] = b"commucat-ice-v1:";
-/// Raw ufrag: 4-byte expiry followed by 8 random bytes.
+/// Raw ufrag: 4-byte expiry followed by `UFRAG_RANDOM_LEN` random bytes.
 const UFRAG_RAW_LEN: usize = 12;
+/// Random bytes in a ufrag.
+pub const UFRAG_RANDOM_LEN: usize = 8;
 /// Base64 (no padding) of 12 bytes.
-pub const UFRAG_LEN: usize = 16;
+pub(crate) const UFRAG_LEN: usize = 16;
 /// ICE passwords are truncated to this many base64 characters.
-pub const PASSWORD_LEN: usize = 32;
+pub(crate) const PASSWORD_LEN: usize = 32;
 
 /// The 32-byte secret that derives ICE passwords.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -51,14 +52,21 @@ impl IceSecret {
         IcePassword(password)
     }
 
-    /// Issues a fresh credential that expires `ttl_secs` after `now_unix`.
-    pub fn issue(&self, now_unix: u64, ttl_secs: u32) -> IceCredential {
+    /// Issues a fresh credential that expires `ttl_secs` after `now_unix`. `random`
+    /// makes the ufrag unique: the caller draws it from a CSPRNG (e.g.
+    /// `rand::random()`); tests and fuzzing pass fixed bytes.
+    pub fn issue(
+        &self,
+        now_unix: u64,
+        ttl_secs: u32,
+        random: [u8; UFRAG_RANDOM_LEN],
+    ) -> IceCredential {
         let expiry = now_unix
             .saturating_add(u64::from(ttl_secs))
             .min(u64::from(u32::MAX)) as u32;
         let mut raw = [0u8; UFRAG_RAW_LEN];
         raw[..4].copy_from_slice(&expiry.to_be_bytes());
-        rand::rng().fill(&mut raw[4..]);
+        raw[4..].copy_from_slice(&random);
         let ufrag = STANDARD_NO_PAD.encode(raw);
         let password = self.password_for(&ufrag);
         IceCredential {
@@ -119,7 +127,11 @@ pub fn ufrag_expiry(ufrag: &str) -> Option<u64> {
 }
 
 /// Validates `ufrag` and returns its password if it has not expired at `now_unix`.
-pub fn password_if_valid(secret: &IceSecret, ufrag: &str, now_unix: u64) -> Option<IcePassword> {
+pub(crate) fn password_if_valid(
+    secret: &IceSecret,
+    ufrag: &str,
+    now_unix: u64,
+) -> Option<IcePassword> {
     let expiry = ufrag_expiry(ufrag)?;
     (now_unix <= expiry).then(|| secret.password_for(ufrag))
 }
@@ -147,11 +159,23 @@ mod tests {
 
     #[test]
     fn ufrag_embeds_expiry_and_has_fixed_length() {
-        let cred = secret().issue(1_700_000_000, 600);
+        let cred = secret().issue(1_700_000_000, 600, [1; UFRAG_RANDOM_LEN]);
         assert_eq!(cred.ufrag.len(), UFRAG_LEN);
         assert_eq!(cred.expires_at, 1_700_000_600);
         assert_eq!(ufrag_expiry(&cred.ufrag), Some(1_700_000_600));
         assert_eq!(cred.password.as_str().len(), PASSWORD_LEN);
+    }
+
+    #[test]
+    fn ufrag_is_the_expiry_and_the_random_bytes() {
+        let cred = secret().issue(0x0102_0304, 0, [0xAB; UFRAG_RANDOM_LEN]);
+        let raw = STANDARD_NO_PAD.decode(&cred.ufrag).unwrap();
+        assert_eq!(raw[..4], [1, 2, 3, 4]);
+        assert_eq!(raw[4..], [0xAB; UFRAG_RANDOM_LEN]);
+        // Same inputs, same credential: nothing random is drawn inside.
+        let again = secret().issue(0x0102_0304, 0, [0xAB; UFRAG_RANDOM_LEN]);
+        assert_eq!(again.ufrag, cred.ufrag);
+        assert_eq!(again.password, cred.password);
     }
 
     #[test]
@@ -167,7 +191,7 @@ mod tests {
     #[test]
     fn expired_or_foreign_ufrags_are_rejected() {
         let s = secret();
-        let cred = s.issue(1000, 10);
+        let cred = s.issue(1000, 10, [2; UFRAG_RANDOM_LEN]);
         assert!(password_if_valid(&s, &cred.ufrag, 1010).is_some());
         assert!(password_if_valid(&s, &cred.ufrag, 1011).is_none());
         assert!(password_if_valid(&s, "short", 0).is_none());

@@ -1,50 +1,12 @@
-//! The per-session relay byte budget: a token bucket whose tokens are bytes. Per-source
-//! limits on `/api/connect` use the shared [`crate::ratelimit`] table.
+//! The per-session relay byte budget: a `crate::ratelimit::TokenBucket` whose tokens
+//! are bytes, on the `Instant` clock (checked with `has` before a relay, charged with
+//! `charge` once delivered). Per-source limits on `/api/connect` use the shared
+//! [`crate::ratelimit`] table.
 
 use std::time::Instant;
 
-/// A token bucket: `rate` tokens per second, at most `burst` stored; starts full.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    tokens: f64,
-    updated: Instant,
-}
-
-impl TokenBucket {
-    pub fn full(burst: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst,
-            updated: now,
-        }
-    }
-
-    fn refill(&mut self, rate: f64, burst: f64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min(burst);
-        self.updated = now;
-    }
-
-    /// Whether `amount` tokens are available now (nothing is taken).
-    pub fn has(&mut self, amount: f64, rate: f64, burst: f64, now: Instant) -> bool {
-        self.refill(rate, burst, now);
-        self.tokens >= amount
-    }
-
-    /// Takes `amount` tokens if they are all available; a refusal takes nothing.
-    pub fn take(&mut self, amount: f64, rate: f64, burst: f64, now: Instant) -> bool {
-        if self.has(amount, rate, burst, now) {
-            self.tokens -= amount;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Takes `amount` tokens that were checked with [`TokenBucket::has`] before.
-    pub fn charge(&mut self, amount: f64) {
-        self.tokens = (self.tokens - amount).max(0.0);
-    }
-}
+/// The relay byte budget of one session.
+pub(crate) type TokenBucket = crate::ratelimit::TokenBucket<Instant>;
 
 #[cfg(test)]
 mod tests {

@@ -193,10 +193,7 @@ impl Daemon {
 
 /// Sends SIGTERM to a child we spawned (and have not reaped, so the pid is still ours).
 pub(crate) fn sigterm(pid: u32) {
-    let pid = libc::pid_t::try_from(pid).expect("pid fits");
-    // SAFETY: kill(2) with a valid signal number has no memory effects.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+    commucat::sys::terminate(pid).expect("kill");
 }
 
 impl Drop for Daemon {

@@ -59,7 +59,9 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
 
 fn ice_advice(state: &AppState, now: u64) -> IceAdvice {
     let ice = &state.config.ice;
-    let credential = state.ice_secret.issue(now, ice.credential_ttl);
+    let credential = state
+        .ice_secret
+        .issue(now, ice.credential_ttl, rand::random());
     let minted = turn_credentials::mint(state, &state.turn, &credential.ufrag, now);
     let ice_servers = turn_credentials::ice_servers(state, &minted);
     let servers = minted
