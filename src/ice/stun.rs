@@ -30,6 +30,9 @@
 //! - `require_integrity` refuses a request without integrity at the credential step,
 //!   after the 400 and 420 checks.
 //! - A credential is valid up to and including its expiry second.
+//! - TURN attributes (RFC 8656), which `stun-rs` decodes for `client::turn`, are not
+//!   understood by the responder: a comprehension-required one gets 420 like any unknown
+//!   attribute, but one whose value `stun-rs` cannot decode gets 400.
 //! - IPv4-mapped IPv6 sources (dual-stack sockets) are reported as IPv4.
 
 use std::net::{IpAddr, SocketAddr};
@@ -569,15 +572,36 @@ fn is_ice_attribute(kind: u16) -> bool {
     )
 }
 
-/// Comprehension-required (0x0000–0x7FFF) attributes that neither `stun-rs` nor ICE knows.
+/// The comprehension-required TURN attributes (RFC 8656 §18). `stun-rs` decodes them
+/// because its `turn` feature is on (for `client::turn`); the responder is no TURN
+/// server, so for it they stay unknown, as they were before the feature was enabled.
+fn is_turn_attribute(kind: u16) -> bool {
+    matches!(
+        kind,
+        0x000C // CHANNEL-NUMBER
+            | 0x000D // LIFETIME
+            | 0x0012 // XOR-PEER-ADDRESS
+            | 0x0013 // DATA
+            | 0x0016 // XOR-RELAYED-ADDRESS
+            | 0x0017 // REQUESTED-ADDRESS-FAMILY
+            | 0x0018 // EVEN-PORT
+            | 0x0019 // REQUESTED-TRANSPORT
+            | 0x001A // DONT-FRAGMENT
+            | 0x0022 // RESERVATION-TOKEN
+    )
+}
+
+/// Comprehension-required (0x0000–0x7FFF) attributes that neither `stun-rs` (without
+/// TURN) nor ICE knows.
 fn unknown_comprehension_required(attributes: &[StunAttribute]) -> Vec<u16> {
     let mut unknown = Vec::new();
     for attribute in attributes {
-        let StunAttribute::Unknown(u) = attribute else {
-            continue;
+        let kind = attribute.attribute_type().as_u16();
+        let not_understood = match attribute {
+            StunAttribute::Unknown(_) => !is_ice_attribute(kind),
+            _ => is_turn_attribute(kind),
         };
-        let kind = u.attribute_type().as_u16();
-        if kind < 0x8000 && !is_ice_attribute(kind) && !unknown.contains(&kind) {
+        if kind < 0x8000 && not_understood && !unknown.contains(&kind) {
             unknown.push(kind);
             if unknown.len() == MAX_UNKNOWN_LISTED {
                 break;
@@ -1318,6 +1342,25 @@ mod tests {
             find(&reply, attr::UNKNOWN_ATTRIBUTES),
             Some(&[0x77, 0x77, 0x00, 0x03][..])
         );
+    }
+
+    /// `stun-rs` decodes TURN attributes (its `turn` feature is on for `client::turn`),
+    /// but the responder is no TURN server: to it they are unknown, as before.
+    #[test]
+    fn turn_attributes_in_a_binding_request_get_420() {
+        let mut m = request(msg_type::BINDING_REQUEST);
+        push_attr(&mut m, 0x0019, &[17, 0, 0, 0]); // REQUESTED-TRANSPORT
+        push_attr(&mut m, 0x000D, &600u32.to_be_bytes()); // LIFETIME
+        push_attr(&mut m, 0x0013, b"data"); // DATA
+        let (outcome, reply) = run(&responder(false), &m, v4());
+        assert_eq!(outcome, Outcome::UnknownAttribute);
+        assert_eq!(
+            find(&reply, attr::UNKNOWN_ATTRIBUTES),
+            Some(&[0x00, 0x19, 0x00, 0x0D, 0x00, 0x13][..])
+        );
+        let mut m = request(msg_type::BINDING_REQUEST);
+        push_attr(&mut m, 0x000D, &[0, 0, 1]); // LIFETIME of 3 bytes
+        assert_eq!(run(&responder(false), &m, v4()).0, Outcome::BadRequest);
     }
 
     #[test]
