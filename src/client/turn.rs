@@ -480,7 +480,9 @@ impl Link {
                 match classify(&self.buf[..len], Some(expect), key)? {
                     Incoming::Response(response) => return Ok(response),
                     Incoming::Data { peer, data } => self.queue(peer, data),
-                    Incoming::Discard(_) => {}
+                    Incoming::Discard(why) => {
+                        tracing::debug!(server = %self.server, why, "TURN datagram discarded");
+                    }
                 }
             }
             if Instant::now() >= deadline {
