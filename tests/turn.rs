@@ -7,6 +7,10 @@
 //! `turnserver` these tests fail, they do not skip. The one allowed skip is the IPv6
 //! test on a machine without `::1`.
 
+// Tests may unwrap (clippy.toml); `allow-unwrap-in-tests` does not reach the helpers of
+// an integration test crate (nor those of `common`), so say it for the whole crate.
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs::File;
