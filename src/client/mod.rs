@@ -4,3 +4,4 @@ pub mod connect;
 pub mod http;
 pub mod stun;
 pub mod stun_load;
+pub mod turn;

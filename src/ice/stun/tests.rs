@@ -1056,3 +1056,20 @@ mod equivalence {
         }
     }
 }
+
+/// `stun-rs` decodes TURN attributes (its `turn` feature is on for `client::turn`), but
+/// the responder parses requests itself and is no TURN server: to it they are unknown.
+#[test]
+fn turn_attributes_in_a_binding_request_get_420() {
+    let m = binding()
+        .attribute(0x0019, &[17, 0, 0, 0]) // REQUESTED-TRANSPORT
+        .attribute(0x000D, &600u32.to_be_bytes()) // LIFETIME
+        .attribute(0x0013, b"data") // DATA
+        .build();
+    let (outcome, reply) = run(&responder(false), &m, v4());
+    assert_eq!(outcome, Outcome::UnknownAttribute);
+    assert_eq!(
+        find(&reply, attr::UNKNOWN_ATTRIBUTES),
+        Some(&[0x00, 0x19, 0x00, 0x0D, 0x00, 0x13][..])
+    );
+}

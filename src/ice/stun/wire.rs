@@ -176,7 +176,7 @@ pub(super) fn mac_matches(kind: IntegrityKind, prefix: &[u8], mac: &[u8], key: &
 }
 
 /// Appends MESSAGE-INTEGRITY or MESSAGE-INTEGRITY-SHA256 computed with `key`.
-pub(super) fn append_integrity(out: &mut Vec<u8>, kind: IntegrityKind, key: &[u8]) {
+pub(crate) fn append_integrity(out: &mut Vec<u8>, kind: IntegrityKind, key: &[u8]) {
     let Some(mac) = integrity_mac(kind, key, out) else {
         return;
     };
@@ -187,7 +187,7 @@ pub(super) fn append_integrity(out: &mut Vec<u8>, kind: IntegrityKind, key: &[u8
 }
 
 /// Appends FINGERPRINT (RFC 8489 §14.7).
-pub(super) fn append_fingerprint(out: &mut Vec<u8>) {
+pub(crate) fn append_fingerprint(out: &mut Vec<u8>) {
     let covered = (out.len() + 8 - HEADER_LEN) as u16;
     out[2..4].copy_from_slice(&covered.to_be_bytes());
     let crc = crc32(out) ^ FINGERPRINT_XOR;
