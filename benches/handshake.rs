@@ -11,6 +11,8 @@
 //! The handshakes use the thread RNG, as the daemon does; only the server's work
 //! (`ServerHandshake::start` and `read_message3`) is timed, the client's is not.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 

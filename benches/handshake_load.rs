@@ -13,6 +13,8 @@
 //! Raises RLIMIT_NOFILE to the hard limit (10 000 sessions need about 10 000 fds on
 //! each side).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //!
 //! `cargo bench --bench http`
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::sync::Arc;
 
 use axum::Router;

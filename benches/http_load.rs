@@ -6,6 +6,8 @@
 //! `cargo bench --bench http_load` (bounded: a few seconds per measurement).
 //! Settings: `LOAD_SECS` (default 5), `LOAD_CONNS` (default 32), `LOAD_ROUNDS` (default 2).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! `StunResponder::handle` per request kind.
 //! Run: `cargo bench --bench stun`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 

@@ -11,6 +11,8 @@
 //!   (comma list of ours,coturn,echo), TURNSERVER (/usr/bin/turnserver).
 //! Child modes (used by the harness itself): `serve-ours PORT`, `serve-echo PORT`.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! `post_quantum.signature_public_hex`) over the attacker's own Noise keys is refused,
 //! by `verify_server_info` and by `connect` alike.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use common::{Daemon, client, runtime};

@@ -1,5 +1,7 @@
 //! The daemon's HTTP API, exercised as a client would: the real binary on loopback.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

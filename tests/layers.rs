@@ -2,6 +2,8 @@
 //! modules of its own layer or below, outside its test code. A new top-level module must
 //! be given a layer here.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,8 @@
 //! Operations: systemd readiness and watchdog over a real notify socket, and the two
 //! metrics text formats.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::os::unix::net::UnixDatagram;

@@ -1,6 +1,8 @@
 //! `/api/connect` through the real daemon on loopback: the handshake matrix, every
 //! failure's close code and counter, key rotation, sessions and their limits.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Start-up failures, `check-config`, and the CLI against a running daemon.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! `commucat-cli stun`, and with coturn's `turnutils_stunclient` (a client nobody here
 //! wrote; `.ci/run` installs Debian's `coturn`).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};

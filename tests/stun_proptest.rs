@@ -1,6 +1,8 @@
 //! Properties of the STUN responder: it never panics, and every reply is a
 //! well-formed STUN response carrying the request's transaction id.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 
 use commucat::ice::credentials::IceSecret;

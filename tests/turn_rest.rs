@@ -1,6 +1,8 @@
 //! The standard TURN REST endpoint (draft-uberti-behave-turn-rest-00) and
 //! `/api/ice-servers`, with the credential recomputed here from the shared secret.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 mod common;
 
 use base64::Engine as _;

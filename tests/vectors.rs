@@ -1,6 +1,8 @@
 //! The known answers in `tests/vectors/known_answers.json`, which every implementation
 //! of the protocol (this crate, the JavaScript SDK) checks, so that none can drift.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::net::SocketAddr;
 
 use commucat::crypto::kdf::{CombinerInput, derive_session_keys, ratchet_key};

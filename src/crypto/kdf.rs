@@ -104,10 +104,7 @@ pub fn derive_session_keys(input: &CombinerInput<'_>) -> SessionKeys {
 ///
 /// HKDF-Expand's first block does not depend on the requested length, so expanding
 /// exactly 32 bytes gives "the first 32 bytes" of any longer output.
-pub fn ratchet_key(
-    root_key: &[u8; KEY_LEN],
-    key: &[u8; KEY_LEN],
-) -> Zeroizing<[u8; KEY_LEN]> {
+pub fn ratchet_key(root_key: &[u8; KEY_LEN], key: &[u8; KEY_LEN]) -> Zeroizing<[u8; KEY_LEN]> {
     let hkdf = SimpleHkdf::<Sha3_512>::new(Some(root_key), key);
     let mut next = Zeroizing::new([0u8; KEY_LEN]);
     expand_fixed(&hkdf, RATCHET_INFO, next.as_mut_slice());

@@ -22,18 +22,25 @@ pub fn query_token<'a>(query: Option<&'a str>, name: &str) -> Option<std::borrow
         .map(|(_, value)| value)
 }
 
-/// Authorizes a request presenting `token`, or answers 401 problem+json.
-pub fn authorize(auth: &Authorizer, token: Option<&str>) -> Result<Grant, Response> {
-    auth.authorize(token).map_err(unauthorized)
+/// Authorizes a request presenting `token`; the refusal renders as 401 problem+json.
+pub fn authorize(auth: &Authorizer, token: Option<&str>) -> Result<Grant, Unauthorized> {
+    auth.authorize(token).map_err(Unauthorized)
 }
 
-fn unauthorized(error: AuthError) -> Response {
-    let mut response = Problem::new(StatusCode::UNAUTHORIZED, error.to_string()).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer realm=\"commucat\""),
-    );
-    response
+/// A refused request: 401 problem+json with `WWW-Authenticate: Bearer`.
+#[derive(Debug)]
+pub struct Unauthorized(pub AuthError);
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        let mut response =
+            Problem::new(StatusCode::UNAUTHORIZED, self.0.to_string()).into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"commucat\""),
+        );
+        response
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,7 @@ pub struct IceServersResponse {
 )]
 pub async fn get_ice_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     if let Err(refusal) = authorize(&state.auth, bearer_token(&headers)) {
-        return refusal;
+        return refusal.into_response();
     }
     let now = unix_now();
     let user = hex::encode(rand::rng().random::<[u8; 8]>());

@@ -121,7 +121,7 @@ pub async fn post_turn(
 fn answer(state: &AppState, headers: &HeaderMap, params: Params) -> Response {
     let token = bearer_token(headers).or(params.key.as_deref());
     if let Err(refusal) = authorize(&state.auth, token) {
-        return refusal;
+        return refusal.into_response();
     }
     match credential(state, params) {
         Ok(credential) => Json(credential).into_response(),

@@ -315,7 +315,7 @@ mod tests {
         let ring = apply(&ring, &p, later, 10, 5);
         assert_eq!(ring.keys().len(), 2);
         // Held pruning keeps expired keys; allowed pruning drops all but the newest.
-        assert_eq!(plan(&ring, later + 100, Pruning::Held).prune, false);
+        assert!(!plan(&ring, later + 100, Pruning::Held).prune);
         let p = plan(&ring, later + 100, Pruning::Allowed);
         let ring = apply(&ring, &p, later + 100, 10, 5);
         assert_eq!(ring.keys().last().map(|k| k.version), Some(3));

@@ -146,7 +146,7 @@ async fn connect(
     let token = bearer_token(&headers).or(query.as_deref());
     let grant = match authorize(&state.auth, token) {
         Ok(grant) => grant,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     let upgrade = match upgrade {
         Ok(u) => u,

@@ -123,4 +123,3 @@ pub fn terminate(pid: u32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
-

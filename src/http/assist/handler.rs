@@ -29,7 +29,7 @@ pub async fn get_assist(
     headers: HeaderMap,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "GET");
-    authorize(&state.auth, bearer_token(&headers))?;
+    authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let params = validate(AssistRequest::default()).map_err(IntoResponse::into_response)?;
     build_response(&state, params)
         .map(Json)
@@ -55,7 +55,7 @@ pub async fn post_assist(
     body: Body,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "POST");
-    authorize(&state.auth, bearer_token(&headers))?;
+    authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let advice = async {
         let request = read_request(&headers, body).await?;
         let params = validate(request)?;

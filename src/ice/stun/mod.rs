@@ -62,7 +62,9 @@ pub use builder::RequestBuilder;
 pub use responder::{Outcome, StunResponder};
 #[cfg(test)]
 pub(crate) use wire::SOFTWARE;
-pub(crate) use wire::{HEADER_LEN, append_fingerprint, append_integrity, decode_xor_mapped_address};
+pub(crate) use wire::{
+    HEADER_LEN, append_fingerprint, append_integrity, decode_xor_mapped_address,
+};
 pub use wire::{IntegrityKind, MAGIC_COOKIE, attr, attributes, msg_type};
 
 use message::{FingerprintCheck, Message};
