@@ -1,4 +1,4 @@
-//! RaptorQ multipath FEC planning for `/api/p2p/assist` (PROTOCOL.md §2, `multipath`).
+//! RaptorQ multipath FEC planning for `/api/p2p/assist` (docs/protocol.md §2.4, `multipath`).
 //!
 //! A sample frame of 3 × `mtu` bytes is really encoded as exactly 3 source symbols of
 //! `mtu` bytes (one source block, alignment 1) plus `ceil(3 × overhead)` repair symbols,

@@ -60,7 +60,7 @@ fn post_json(d: &Daemon, body: Value) -> (u16, reqwest::header::HeaderMap, Value
     )
 }
 
-/// Recomputes the key bundle from the JSON exactly as PROTOCOL.md §2 writes it.
+/// Recomputes the key bundle from the JSON exactly as docs/protocol.md §2.3 writes it.
 fn bundle_text(info: &Value) -> String {
     let mut lines = vec![
         "commucat-keybundle-v1".to_string(),

@@ -75,7 +75,7 @@ pub struct PostQuantumInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kem_public_hex: Option<String>,
     pub signature_public_hex: String,
-    /// ML-DSA-65 over the key bundle text (PROTOCOL.md §2).
+    /// ML-DSA-65 over the key bundle text (docs/protocol.md §2.3).
     pub key_bundle_signature_hex: String,
 }
 

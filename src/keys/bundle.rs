@@ -1,4 +1,4 @@
-//! The signed key bundle of `/api/server-info` (PROTOCOL.md §2) and device certificates.
+//! The signed key bundle of `/api/server-info` (docs/protocol.md §2.3) and device certificates.
 
 use ml_dsa::signature::{Signer as _, Verifier as _};
 use ml_dsa::{EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
@@ -90,7 +90,7 @@ pub fn verify_hex(
         .map_err(|_| VerifyError::Invalid)
 }
 
-/// The exact bytes a device certificate signs (PROTOCOL.md §4, `certify`).
+/// The exact bytes a device certificate signs (docs/protocol.md §4.9, `certify`).
 pub fn device_certificate_text(
     domain: &str,
     device_id: &str,
