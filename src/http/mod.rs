@@ -7,6 +7,7 @@ pub mod ops;
 pub mod problem;
 pub mod server;
 pub mod server_info;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
