@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::discovery::{LimitsInfo, RenderError};
+use crate::http::tls::{ServerTls, TlsError};
 use crate::ice::stun::StunResponder;
 use crate::ice::turn::TurnServer;
 use crate::ice::udp::{StunMetrics, StunServer};
@@ -21,10 +22,12 @@ use crate::state::{AppState, StateParts};
 use crate::time::unix_now;
 
 mod endpoints;
+mod reload;
 mod rotation;
 mod systemd;
 
 pub use endpoints::endpoints;
+pub use reload::{ReloadStep, Reloader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -44,6 +47,8 @@ pub enum StartError {
     Stun(#[from] crate::ice::udp::StunBindError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("config error: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl StartError {
@@ -51,7 +56,9 @@ impl StartError {
     pub fn is_config_error(&self) -> bool {
         matches!(
             self,
-            Self::Config(_) | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
+            Self::Config(_)
+                | Self::Tls(_)
+                | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
         )
     }
 }
@@ -60,6 +67,7 @@ impl StartError {
 pub struct Daemon {
     pub state: Arc<AppState>,
     http: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     stun: Option<StunServer>,
     stun_metrics: StunMetrics,
 }
@@ -69,6 +77,11 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let now = unix_now();
         crate::http::openapi::encode_document()?;
+        // Before anything is created: a bad certificate is a configuration error.
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(cert, key)?)),
+            _ => None,
+        };
         let keys = crate::keys::load(&config, now)?;
         let turn = config
             .ice
@@ -125,9 +138,16 @@ impl Daemon {
         Ok(Self {
             state,
             http,
+            tls,
             stun,
             stun_metrics,
         })
+    }
+
+    /// What SIGHUP runs: re-reads what can change while serving (the TLS certificate and
+    /// key). Usable from another task while [`Daemon::run`] serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.tls.clone())
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -138,6 +158,7 @@ impl Daemon {
         let Self {
             state,
             http,
+            tls,
             stun,
             stun_metrics,
         } = self;
@@ -169,6 +190,7 @@ impl Daemon {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let endpoints = &state.endpoints;
+        log_transport(tls.as_deref(), endpoints.http);
         tracing::info!(
             http = %endpoints.http,
             stun = %endpoints.stun_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -187,6 +209,7 @@ impl Daemon {
                 max_connections: state.config.limits.max_http_connections as usize,
                 ..Default::default()
             },
+            tls,
             stop_rx.clone(),
         ));
         shutdown.await;
@@ -204,6 +227,30 @@ impl Daemon {
         }
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Says once how HTTP is served; plain HTTP belongs behind a TLS proxy.
+fn log_transport(tls: Option<&ServerTls>, http: SocketAddr) {
+    match tls {
+        Some(tls) => {
+            let cert = tls.summary();
+            tracing::info!(
+                subject = %cert.subject,
+                not_after = %cert.not_after_text(),
+                sha256 = %cert.sha256,
+                "serving HTTPS (HTTP/2 and HTTP/1.1); SIGHUP reloads the certificate"
+            );
+            reload::warn_if_expired(&cert);
+        }
+        None if http.ip().is_loopback() => tracing::info!(
+            "serving plain HTTP; on the public internet put it behind a TLS reverse proxy \
+             or set [server] tls_cert and tls_key"
+        ),
+        None => tracing::warn!(
+            "serving plain HTTP on a non-loopback address; on the public internet put it \
+             behind a TLS reverse proxy or set [server] tls_cert and tls_key"
+        ),
     }
 }
 
