@@ -48,6 +48,13 @@ fn main() -> ExitCode {
             eprintln!("commucat: {e}");
             return ExitCode::from(2);
         }
+        // Likewise the certificate and key, so they can be checked before a reload.
+        if let (Some(cert), Some(key)) = (&config.server.tls_cert, &config.server.tls_key)
+            && let Err(e) = commucat::http::tls::ServerTls::load(cert, key)
+        {
+            eprintln!("commucat: config error: {e}");
+            return ExitCode::from(2);
+        }
         println!("commucat: configuration is valid ({source})");
         return ExitCode::SUCCESS;
     }
@@ -67,7 +74,8 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         // Handlers are installed before the daemon reports ready, so a SIGTERM sent right
         // after "ready" shuts down gracefully instead of killing the process.
-        let shutdown = match shutdown_signal() {
+        let signals = shutdown_signal().and_then(|shutdown| Ok((shutdown, hangup_signal()?)));
+        let (shutdown, mut hangup) = match signals {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("commucat: cannot install signal handlers: {e}");
@@ -86,6 +94,14 @@ fn main() -> ExitCode {
                 };
             }
         };
+        // SIGHUP (`systemctl reload`) reloads what can change without a restart; each
+        // step logs what it did, and one that fails keeps what was in use.
+        let reloader = daemon.reloader();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                reloader.reload().await;
+            }
+        });
         match daemon.run(shutdown).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -119,6 +135,11 @@ fn raise_open_file_limit() {
             tracing::warn!("could not raise the open-file limit; sessions may be refused early")
         }
     }
+}
+
+/// SIGHUP, registered now so that it no longer terminates the process.
+fn hangup_signal() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }
 
 /// A future that completes on SIGINT or SIGTERM; the handlers are registered now.

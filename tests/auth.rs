@@ -10,6 +10,7 @@ use common::{Daemon, client, runtime};
 use commucat::auth::{Claims, issue_token};
 use commucat::client::connect::{ConnectOptions, connect, device_id, fresh_device_secret};
 use commucat::time::unix_now;
+use std::time::Duration;
 
 const STATIC_TOKEN: &str = "static-token-for-tests-0001";
 const JWT_SECRET: &str = "jwt-secret-for-the-test-backend";
@@ -140,5 +141,44 @@ fn a_jwt_bound_to_a_device_admits_only_that_device() {
             panic!("another device was admitted");
         };
         assert_eq!(err.close_code(), Some(4403), "{err:?}");
+    });
+}
+
+#[test]
+fn sighup_reloads_the_tokens_file() {
+    let dir = common::temp_dir("tokens");
+    let file = dir.join("tokens");
+    std::fs::write(&file, "# first\nfirst-token-aaaaaaaaaa\n").unwrap();
+    let config = format!(
+        "[auth]\nrequired = true\ntokens_file = \"{}\"\n",
+        file.display()
+    );
+    let d = Daemon::start_in(&dir, &config, &[]);
+    runtime().block_on(async {
+        assert_eq!(
+            assist_status(&d, Some("first-token-aaaaaaaaaa")).await.0,
+            200
+        );
+        std::fs::write(&file, "second-token-bbbbbbbbb\n").unwrap();
+        common::sighup(d.pid());
+        let reloaded = d.wait_for_log("access tokens file reloaded", Duration::from_secs(10));
+        assert!(reloaded.is_some(), "no reload logged");
+        assert_eq!(
+            assist_status(&d, Some("first-token-aaaaaaaaaa")).await.0,
+            401
+        );
+        assert_eq!(
+            assist_status(&d, Some("second-token-bbbbbbbbb")).await.0,
+            200
+        );
+        // A broken file keeps the tokens in use.
+        std::fs::write(&file, "short\n").unwrap();
+        common::sighup(d.pid());
+        let kept = d.wait_for_log("access tokens file not reloaded", Duration::from_secs(10));
+        assert!(kept.is_some(), "no refusal logged");
+        assert_eq!(
+            assist_status(&d, Some("second-token-bbbbbbbbb")).await.0,
+            200
+        );
     });
 }

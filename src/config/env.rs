@@ -74,6 +74,8 @@ fn known_key(defaults: &toml::Table, section: &str, key: &str) -> bool {
         (section, key),
         ("server", "state_dir")
             | ("server", "public_url")
+            | ("server", "tls_cert")
+            | ("server", "tls_key")
             | ("crypto", "pq_kem_public")
             | ("crypto", "pq_kem_secret")
             | ("ice", "lite_public_address")

@@ -74,6 +74,10 @@ pub struct ServerConfig {
     pub state_dir: Option<PathBuf>,
     /// Base URL clients use to reach this daemon; derived from `bind` when unset.
     pub public_url: Option<String>,
+    /// PEM certificate chain, end-entity first: with `tls_key`, the daemon serves HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -83,11 +87,19 @@ impl Default for ServerConfig {
             domain: "localhost".into(),
             state_dir: None,
             public_url: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
 
 impl ServerConfig {
+    /// Whether the daemon terminates TLS itself (both files are set; validation ensures
+    /// that one is never set without the other).
+    pub fn tls(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
     pub fn resolved_state_dir(&self) -> PathBuf {
         if let Some(dir) = &self.state_dir {
             return dir.clone();
@@ -470,7 +482,8 @@ impl Config {
                         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
                     }
                 };
-                format!("http://{host}:{}", bound.port())
+                let scheme = if self.server.tls() { "https" } else { "http" };
+                format!("{scheme}://{host}:{}", bound.port())
             }
         }
     }

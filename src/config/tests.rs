@@ -152,3 +152,51 @@ fn session_times_are_bounded() {
     );
     assert!(parse("[session]\nttl_seconds = 86400\n").is_ok());
 }
+
+#[test]
+fn tls_cert_and_key_are_given_together() {
+    let e = parse("[server]\ntls_cert = \"/etc/commucat/cert.pem\"\n").unwrap_err();
+    assert_eq!(e.key, "server.tls_key");
+    assert!(e.message.starts_with("missing"), "{e}");
+    let e = parse("[server]\ntls_key = \"/etc/commucat/key.pem\"\n").unwrap_err();
+    assert_eq!(e.key, "server.tls_cert");
+    let e = parse("[server]\ntls_cert = \"\"\ntls_key = \"k.pem\"\n").unwrap_err();
+    assert_eq!(e.key, "server.tls_cert");
+    let c = parse("[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+    assert!(c.server.tls());
+    assert!(!parse("").unwrap().server.tls());
+}
+
+#[test]
+fn tls_files_from_the_environment() {
+    let env = vec![
+        (
+            "COMMUCAT_SERVER_TLS_CERT".to_string(),
+            "/run/c.pem".to_string(),
+        ),
+        (
+            "COMMUCAT_SERVER_TLS_KEY".to_string(),
+            "/run/k.pem".to_string(),
+        ),
+    ];
+    let c = Config::from_toml_with_env("", &env).unwrap();
+    assert_eq!(c.server.tls_cert.as_deref(), Some(Path::new("/run/c.pem")));
+    assert_eq!(c.server.tls_key.as_deref(), Some(Path::new("/run/k.pem")));
+    let env = vec![(
+        "COMMUCAT_SERVER_TLS_KEY".to_string(),
+        "/run/k.pem".to_string(),
+    )];
+    let e = Config::from_toml_with_env("", &env).unwrap_err();
+    assert_eq!(e.key, "server.tls_cert");
+}
+
+#[test]
+fn derived_public_url_is_https_with_tls() {
+    let bound: SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    let plain = parse("").unwrap();
+    assert_eq!(plain.public_url(bound), "http://127.0.0.1:8443");
+    let tls = parse("[server]\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n").unwrap();
+    assert_eq!(tls.public_url(bound), "https://127.0.0.1:8443");
+    let any: SocketAddr = "0.0.0.0:443".parse().unwrap();
+    assert_eq!(tls.public_url(any), "https://localhost:443");
+}

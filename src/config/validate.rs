@@ -58,7 +58,27 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        // The files themselves are read where TLS is set up (`http::tls`), at start, by
+        // `check-config` and on reload.
+        for (key, path) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(ConfigError::new(key, "must not be empty when set"));
+            }
+        }
+        match (&self.server.tls_cert, &self.server.tls_key) {
+            (Some(_), None) => Err(ConfigError::new(
+                "server.tls_key",
+                "missing: tls_cert and tls_key are given together",
+            )),
+            (None, Some(_)) => Err(ConfigError::new(
+                "server.tls_cert",
+                "missing: tls_cert and tls_key are given together",
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn validate_crypto(&self) -> Result<(), ConfigError> {

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthConfigError, Authorizer};
 use crate::config::{Config, ConfigError};
 use crate::discovery::{LimitsInfo, RenderError};
+use crate::http::tls::{ServerTls, TlsError};
 use crate::ice::stun::StunResponder;
 use crate::ice::stun_server::{StunMetrics, StunServer};
 use crate::ice::turn::TurnServer;
@@ -22,10 +23,12 @@ use crate::state::{AppState, StateParts};
 use crate::time::unix_now;
 
 mod endpoints;
+mod reload;
 mod rotation;
 mod systemd;
 
 pub use endpoints::endpoints;
+pub use reload::{ReloadStep, Reloader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -47,6 +50,8 @@ pub enum StartError {
     Stun(#[from] crate::ice::stun_server::StunBindError),
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("config error: {0}")]
+    Tls(#[from] TlsError),
 }
 
 impl StartError {
@@ -56,6 +61,7 @@ impl StartError {
             self,
             Self::Config(_)
                 | Self::Auth(_)
+                | Self::Tls(_)
                 | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
         )
     }
@@ -65,6 +71,7 @@ impl StartError {
 pub struct Daemon {
     pub state: Arc<AppState>,
     http: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     stun: Option<StunServer>,
     stun_metrics: StunMetrics,
 }
@@ -74,6 +81,11 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Self, StartError> {
         let now = unix_now();
         crate::http::openapi::encode_document()?;
+        // Before anything is created: a bad certificate is a configuration error.
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(cert, key)?)),
+            _ => None,
+        };
         let keys = crate::keys::load(&config, now)?;
         let turn = config
             .ice
@@ -132,9 +144,16 @@ impl Daemon {
         Ok(Self {
             state,
             http,
+            tls,
             stun,
             stun_metrics,
         })
+    }
+
+    /// What SIGHUP runs: re-reads what can change while serving (the TLS certificate and
+    /// key, the access tokens file). Usable from another task while [`Daemon::run`] serves.
+    pub fn reloader(&self) -> Reloader {
+        Reloader::new(self.tls.clone(), self.state.clone())
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
@@ -145,6 +164,7 @@ impl Daemon {
         let Self {
             state,
             http,
+            tls,
             stun,
             stun_metrics,
         } = self;
@@ -176,6 +196,7 @@ impl Daemon {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         let endpoints = &state.endpoints;
+        log_transport(tls.as_deref(), endpoints.http);
         tracing::info!(
             http = %endpoints.http,
             stun = %endpoints.stun_addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
@@ -194,6 +215,7 @@ impl Daemon {
                 max_connections: state.config.limits.max_http_connections as usize,
                 ..Default::default()
             },
+            tls,
             stop_rx.clone(),
         ));
         shutdown.await;
@@ -211,6 +233,30 @@ impl Daemon {
         }
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Says once how HTTP is served; plain HTTP belongs behind a TLS proxy.
+fn log_transport(tls: Option<&ServerTls>, http: SocketAddr) {
+    match tls {
+        Some(tls) => {
+            let cert = tls.summary();
+            tracing::info!(
+                subject = %cert.subject,
+                not_after = %cert.not_after_text(),
+                sha256 = %cert.sha256,
+                "serving HTTPS (HTTP/2 and HTTP/1.1); SIGHUP reloads the certificate"
+            );
+            reload::warn_if_expired(&cert);
+        }
+        None if http.ip().is_loopback() => tracing::info!(
+            "serving plain HTTP; on the public internet put it behind a TLS reverse proxy \
+             or set [server] tls_cert and tls_key"
+        ),
+        None => tracing::warn!(
+            "serving plain HTTP on a non-loopback address; on the public internet put it \
+             behind a TLS reverse proxy or set [server] tls_cert and tls_key"
+        ),
     }
 }
 

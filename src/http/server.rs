@@ -3,19 +3,32 @@
 //! each, forever. Here every connection gets a header-read deadline (which also bounds
 //! keep-alive idleness: hyper starts it whenever it waits for a request head) and the
 //! number of open HTTP connections is capped.
+//!
+//! With TLS, each connection first completes its TLS handshake within that same deadline,
+//! then speaks what ALPN chose: HTTP/2 for `h2`, otherwise HTTP/1.1 exactly as the plain
+//! path does (with upgrades, so `/api/connect` works over `wss://`). hyper has no
+//! header-read deadline for HTTP/2, so an HTTP/2 connection with no request in flight
+//! for that long is closed gracefully (GOAWAY), like an idle HTTP/1.1 keep-alive.
 
-use std::pin::pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::body::{Body, Incoming};
+use hyper::rt::{Read, Write};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
+
+use super::tls::ServerTls;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the accept loop protects itself.
 #[derive(Debug, Clone, Copy)]
@@ -39,18 +52,28 @@ impl Default for ServeLimits {
 }
 
 /// Serves `app` until `shutdown` flips, then lets in-flight requests finish (bounded).
+/// With `tls`, every connection is TLS; the configuration is read per connection, so a
+/// reload applies to connections accepted after it.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
+    tls: Option<Arc<ServerTls>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .keep_alive(true);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
+        .timer(TokioTimer::new())
+        // Request bodies are at most 16 KiB: no need for hyper's 1 MiB windows.
+        .initial_stream_window_size(64 * 1024)
+        .initial_connection_window_size(256 * 1024);
+    let builders = Arc::new(Builders { http1, http2 });
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -79,21 +102,28 @@ pub async fn serve(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req
             });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-            .with_upgrades();
-        let mut stop = shutdown.clone();
-        connections.spawn(async move {
-            let mut connection = pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopped(&mut stop) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        let service = TowerToHyperService::new(service);
+        let stop = shutdown.clone();
+        match &tls {
+            None => {
+                let connection = builders
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                connections.spawn(drive(connection, stop, None, permit));
             }
-            drop(permit);
-        });
+            Some(tls) => {
+                connections.spawn(serve_tls(
+                    stream,
+                    tls.config(),
+                    builders.clone(),
+                    service,
+                    limits.header_read_timeout,
+                    stop,
+                    permit,
+                ));
+            }
+        }
         // Reap finished connection tasks so the set does not grow.
         while connections.try_join_next().is_some() {}
     }
@@ -105,6 +135,186 @@ pub async fn serve(
     if drained.is_err() {
         tracing::warn!("in-flight HTTP requests did not finish in time; closing them");
         connections.abort_all();
+    }
+}
+
+struct Builders {
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// One TLS connection: the handshake within `header_read_timeout`, then HTTP/2 or
+/// HTTP/1.1 as ALPN says.
+async fn serve_tls<S>(
+    stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    builders: Arc<Builders>,
+    service: S,
+    header_read_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+    let stream = tokio::select! {
+        done = tokio::time::timeout(header_read_timeout, handshake) => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopped(&mut stop) => return,
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(stream);
+    if h2 {
+        let (in_flight, idle) = watch::channel(0usize);
+        let in_flight = Arc::new(in_flight);
+        let service = hyper::service::service_fn(move |req| {
+            let request = InFlight::start(&in_flight);
+            let response = service.call(req);
+            async move {
+                let response = response.await;
+                drop(request);
+                response
+            }
+        });
+        let connection = builders.http2.serve_connection(io, service);
+        drive(
+            connection,
+            stop,
+            Some(IdleLimit {
+                in_flight: idle,
+                limit: header_read_timeout,
+            }),
+            permit,
+        )
+        .await;
+    } else {
+        let connection = builders.http1.serve_connection(io, service).with_upgrades();
+        drive(connection, stop, None, permit).await;
+    }
+}
+
+/// A served connection that can be asked to finish gracefully: stop taking requests and
+/// close once those in flight are answered.
+trait Graceful: Future + Send {
+    fn finish(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: Read + Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    Self: Future + Send,
+{
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, B> Graceful for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: Read + Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+    Self: Future + Send,
+{
+    fn finish(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Runs a connection until it ends, shutdown asks it to finish, or (HTTP/2) it has been
+/// idle too long; the connection slot is freed when this returns.
+async fn drive<C: Graceful>(
+    connection: C,
+    mut stop: watch::Receiver<bool>,
+    idle: Option<IdleLimit>,
+    permit: OwnedSemaphorePermit,
+) {
+    let mut connection = pin!(connection);
+    let idle_for = async {
+        match idle {
+            Some(idle) => idle.elapsed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = stopped(&mut stop) => {
+            connection.as_mut().finish();
+            let _ = connection.await;
+        }
+        limit = idle_for => {
+            connection.as_mut().finish();
+            // A peer that does not answer the GOAWAY's PING must not keep the slot.
+            let _ = tokio::time::timeout(limit, connection).await;
+        }
+    }
+    drop(permit);
+}
+
+/// Counts a request as in flight on its HTTP/2 connection while it lives.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl InFlight {
+    fn start(in_flight: &Arc<watch::Sender<usize>>) -> Self {
+        in_flight.send_modify(|n| *n += 1);
+        Self(in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// An HTTP/2 connection's requests in flight, and how long it may sit without any.
+struct IdleLimit {
+    in_flight: watch::Receiver<usize>,
+    limit: Duration,
+}
+
+impl IdleLimit {
+    /// Completes (with the limit) once no request has been in flight, or started, for
+    /// `limit`.
+    async fn elapsed(mut self) -> Duration {
+        loop {
+            let busy = *self.in_flight.borrow_and_update() > 0;
+            let changed = if busy {
+                self.in_flight.changed().await
+            } else {
+                match tokio::time::timeout(self.limit, self.in_flight.changed()).await {
+                    Ok(changed) => changed,
+                    Err(_) => return self.limit,
+                }
+            };
+            if changed.is_err() {
+                // The connection (and its service) is gone; `drive` ends on its own.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 //!   STUN server and the STUN load client;
 //! - [`poll_readable`] (Unix): `poll(2)` over a set of sockets, for the load client;
 //! - [`raise_open_file_limit`] (Unix): `RLIMIT_NOFILE`, for the daemon and load tools;
-//! - [`terminate`] (Unix): `SIGTERM` to a child process, for the tools and tests that
-//!   start a daemon and stop it the way systemd does.
+//! - [`signal`] (Unix): `SIGTERM` or `SIGHUP` to a child process, for the tools and
+//!   tests that start a daemon and stop or reload it the way systemd does.
 //!
 //! Each wrapper states the invariants its `unsafe` blocks rely on; callers cannot break
 //! them through the safe signatures.
@@ -110,13 +110,27 @@ mod tests {
     }
 }
 
-/// Asks process `pid` to shut down gracefully (`kill(2)` with `SIGTERM`). The caller
-/// must own `pid`: a child it spawned and has not yet reaped.
+/// A signal the tools and tests send to a daemon they started.
 #[cfg(unix)]
-pub fn terminate(pid: u32) -> io::Result<()> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGTERM`: shut down gracefully.
+    Terminate,
+    /// `SIGHUP`: reload certificates and token files.
+    Reload,
+}
+
+/// Sends `signal` to process `pid` (`kill(2)`). The caller must own `pid`: a child it
+/// spawned and has not yet reaped.
+#[cfg(unix)]
+pub fn signal(pid: u32, signal: Signal) -> io::Result<()> {
     let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    let number = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::Reload => libc::SIGHUP,
+    };
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(pid, number) };
     if rc == 0 {
         Ok(())
     } else {

@@ -1,6 +1,9 @@
 //! Test support: start the real `commucat` binary on ephemeral loopback ports, find its
 //! addresses in its log, stop it with SIGTERM, and always reap it.
 #![allow(dead_code)]
+// Tests may unwrap (clippy.toml); clippy counts only `#[test]` functions as tests, not
+// these helpers.
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -159,6 +162,25 @@ impl Daemon {
         format!("http://{}", self.http)
     }
 
+    /// `https://…` of a daemon configured with `[server] tls_cert` and `tls_key`.
+    pub(crate) fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.http)
+    }
+
+    /// Waits (bounded) until a log line contains `needle`; that line, or `None`.
+    pub(crate) fn wait_for_log(&self, needle: &str, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return Some(line.clone());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -193,7 +215,12 @@ impl Daemon {
 
 /// Sends SIGTERM to a child we spawned (and have not reaped, so the pid is still ours).
 pub(crate) fn sigterm(pid: u32) {
-    commucat::sys::terminate(pid).expect("kill");
+    commucat::sys::signal(pid, commucat::sys::Signal::Terminate).expect("kill");
+}
+
+/// Sends SIGHUP (reload) to a child we spawned and have not reaped.
+pub(crate) fn sighup(pid: u32) {
+    commucat::sys::signal(pid, commucat::sys::Signal::Reload).expect("kill");
 }
 
 impl Drop for Daemon {
