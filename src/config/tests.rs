@@ -200,3 +200,15 @@ fn derived_public_url_is_https_with_tls() {
     let any: SocketAddr = "0.0.0.0:443".parse().unwrap();
     assert_eq!(tls.public_url(any), "https://localhost:443");
 }
+
+#[test]
+fn a_turn_entry_takes_secret_or_secrets_not_both() {
+    let e = parse(
+        "[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecret = \"old\"\nsecrets = [\"new\", \"old\"]\n",
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "ice.turn[0].secrets");
+    let c = parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecrets = [\"new\", \"old\"]\n").unwrap();
+    assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
+}
+

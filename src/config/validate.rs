@@ -319,6 +319,14 @@ fn validate_turn(turn: &TurnServerConfig, key: &str) -> Result<(), ConfigError> 
         TurnUrl::parse(url)
             .map_err(|e| ConfigError::new(format!("{key}.urls"), format!("{url:?}: {e}")))?;
     }
+    if turn.secret.is_some() && !turn.secrets.is_empty() {
+        // `secret` would silently win, so a rotation that adds `secrets` but leaves the old
+        // `secret` in place keeps minting with the old one.
+        return Err(ConfigError::new(
+            format!("{key}.secrets"),
+            "give either secret or secrets (new first, then old), not both",
+        ));
+    }
     let has_secret = turn.secret.is_some() || !turn.secrets.is_empty();
     let has_static = turn.username.is_some() || turn.password.is_some();
     if has_secret && has_static {
