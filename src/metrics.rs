@@ -73,6 +73,8 @@ pub struct Metrics {
     pub key_rotations: Counter,
     /// Wall-clock jumps the key rotation task saw against the monotonic clock.
     pub clock_jumps: Counter,
+    /// Device certificates signed (a cached one handed out again is not counted).
+    pub certificates_signed: Counter,
     pub noise_handshakes: Counter,
     pub pq_handshakes: Counter,
     /// `/api/connect` handshakes by pattern, version, pq and outcome.
@@ -103,6 +105,7 @@ impl Metrics {
         let turn_credentials = Family::<TurnLabels, Counter>::default();
         let key_rotations = Counter::default();
         let clock_jumps = Counter::default();
+        let certificates_signed = Counter::default();
         let noise_handshakes = Counter::default();
         let pq_handshakes = Counter::default();
         let handshakes = Family::<HandshakeLabels, Counter>::default();
@@ -147,6 +150,11 @@ impl Metrics {
             "key_rotations",
             "Noise static key rotations carried out",
             key_rotations.clone(),
+        );
+        registry.register(
+            "certificates_signed",
+            "Device certificates signed for certify (reused ones are not counted)",
+            certificates_signed.clone(),
         );
         registry.register(
             "clock_jumps",
@@ -228,6 +236,7 @@ impl Metrics {
             turn_credentials,
             key_rotations,
             clock_jumps,
+            certificates_signed,
             noise_handshakes,
             pq_handshakes,
             handshakes,

@@ -549,6 +549,44 @@ fn two_devices_signal_relay_lookup_and_certify() {
 }
 
 #[test]
+fn pipelined_certify_costs_one_signature_and_is_rate_limited() {
+    let d = Daemon::start("");
+    runtime().block_on(async {
+        let secret = fresh_device_secret();
+        let mut c = connect(
+            &d.base(),
+            with_key(options(Pattern::Xk, Version::V2, true), &secret),
+        )
+        .await
+        .unwrap();
+        for _ in 0..4 {
+            c.send(&ClientMessage::Certify {}).await.unwrap();
+        }
+        let first = recv(&mut c).await;
+        assert!(
+            matches!(first, ServerMessage::Certificate { .. }),
+            "{first:?}"
+        );
+        for _ in 0..2 {
+            assert_eq!(recv(&mut c).await, first, "the same certificate, reused");
+        }
+        expect_error(recv(&mut c).await, ErrorCode::RateLimited);
+        c.close().await.unwrap();
+        // A new session of the same device gets the cached certificate: still one signature.
+        let mut again = connect(
+            &d.base(),
+            with_key(options(Pattern::Ik, Version::V2, true), &secret),
+        )
+        .await
+        .unwrap();
+        again.send(&ClientMessage::Certify {}).await.unwrap();
+        assert_eq!(recv(&mut again).await, first);
+        let m = metrics(&d).await;
+        assert_eq!(metric(&m, "commucat_certificates_signed_total"), 1, "{m}");
+    });
+}
+
+#[test]
 fn five_thousand_pipelined_pings_cross_the_rekey_in_order() {
     let d = Daemon::start("");
     runtime().block_on(async {

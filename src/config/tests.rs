@@ -208,7 +208,7 @@ fn a_turn_entry_takes_secret_or_secrets_not_both() {
     )
     .unwrap_err();
     assert_eq!(e.key, "ice.turn[0].secrets");
-    let c = parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecrets = [\"new\", \"old\"]\n").unwrap();
+    let c =
+        parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecrets = [\"new\", \"old\"]\n").unwrap();
     assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
 }
-

@@ -13,6 +13,7 @@
 //! 10 000 sessions need as many file descriptors: run the daemon with
 //! `LimitNOFILE=65536` (systemd) or `ulimit -n` of at least 20 000.
 
+mod certificates;
 mod connection;
 pub mod limits;
 pub mod messages;
@@ -20,7 +21,7 @@ pub mod registry;
 pub mod session;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
@@ -40,6 +41,8 @@ use crate::http::access::{authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
 use crate::ratelimit::{RateLimitConfig, SharedRateLimiter};
 use crate::state::AppState;
+use certificates::CertificateCache;
+use messages::ServerMessage;
 use registry::Registry;
 
 /// The WebSocket read buffer: a whole message 1 (about 2.4 KB) fits; idle sessions
@@ -61,6 +64,8 @@ pub struct Hub {
     shutdown: watch::Receiver<bool>,
     connections: AtomicUsize,
     handshake_permits: Semaphore,
+    /// Device certificates reused for half their lifetime.
+    certificates: Mutex<CertificateCache>,
 }
 
 impl Hub {
@@ -79,7 +84,28 @@ impl Hub {
             // Enough to keep every core busy with handshakes, few enough that a flood
             // queues here (cheaply) instead of in the blocking pool.
             handshake_permits: Semaphore::new(cores * 2),
+            certificates: Mutex::new(CertificateCache::default()),
         }
+    }
+
+    fn cached_certificate(&self, device_id: &str, now_unix: u64) -> Option<ServerMessage> {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(device_id, now_unix)
+    }
+
+    fn remember_certificate(
+        &self,
+        device_id: &str,
+        certificate: ServerMessage,
+        issued_at: u64,
+        ttl: u64,
+    ) {
+        self.certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(device_id, certificate, issued_at, ttl);
     }
 }
 

@@ -34,13 +34,20 @@ pub enum Action {
     Certify,
 }
 
-/// Per-session protocol state: the device and its relay byte budget.
+/// Per-session protocol state: the device, its relay byte budget and its `certify`
+/// budget.
 #[derive(Debug)]
 pub struct Session {
     device_id: String,
     relay_budget: TokenBucket,
     relay_rate: f64,
+    certify_budget: TokenBucket,
 }
+
+/// `certify` requests a session may make at once, and how fast the allowance refills:
+/// a certificate lives for hours, so a client needs one now and then, not a stream.
+const CERTIFY_BURST: f64 = 3.0;
+const CERTIFY_PER_SECOND: f64 = 1.0 / 30.0;
 
 /// Longest `detail` of a `bad_request` reply.
 const MAX_DETAIL: usize = 200;
@@ -53,6 +60,7 @@ impl Session {
             device_id,
             relay_budget: TokenBucket::full(relay_rate, now),
             relay_rate,
+            certify_budget: TokenBucket::full(CERTIFY_BURST, now),
         }
     }
 
@@ -89,7 +97,21 @@ impl Session {
                 Some(device) => Action::Lookup { device },
                 None => bad_device("device"),
             },
-            ClientMessage::Certify {} => Action::Certify,
+            ClientMessage::Certify {} => self.certify(now),
+        }
+    }
+
+    fn certify(&mut self, now: Instant) -> Action {
+        if self
+            .certify_budget
+            .take(1.0, CERTIFY_PER_SECOND, CERTIFY_BURST, now)
+        {
+            Action::Certify
+        } else {
+            Action::Reply(ServerMessage::error(
+                ErrorCode::RateLimited,
+                "certify: at most 3 at once, then one every 30 s; a certificate lasts hours",
+            ))
         }
     }
 
@@ -447,5 +469,20 @@ mod tests {
                 dev('a')
             )
         );
+    }
+
+    #[test]
+    fn certify_is_limited_per_session() {
+        let t0 = Instant::now();
+        let mut s = Session::new(dev('a'), 16_384, t0);
+        for _ in 0..3 {
+            assert_eq!(s.handle(ClientMessage::Certify {}, t0), Action::Certify);
+        }
+        assert_eq!(
+            error_code(&s.handle(ClientMessage::Certify {}, t0)),
+            Some(ErrorCode::RateLimited)
+        );
+        let later = t0 + std::time::Duration::from_secs(30);
+        assert_eq!(s.handle(ClientMessage::Certify {}, later), Action::Certify);
     }
 }

@@ -215,22 +215,26 @@ impl Reader<'_> {
 
     /// ML-DSA-65 signing takes about a millisecond: off the runtime's workers.
     async fn certify(&self, device_id: &str) -> Result<ServerMessage, ()> {
+        let now = unix_now();
+        if let Some(cached) = self.hub.cached_certificate(device_id, now) {
+            return Ok(cached);
+        }
         // Signing shares the handshake permits, so certify floods cannot crowd out
         // handshakes in the blocking pool.
         let _permit = self.hub.handshake_permits.acquire().await.map_err(|_| ())?;
         let state = self.state.clone();
-        let device_id = device_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let c = &state.config;
-            certificate(
-                &c.server.domain,
-                &device_id,
-                unix_now(),
-                c.crypto.device_cert_ttl,
-                |text| sign_hex(&state.static_keys.identity.signing, text),
-            )
+        let device = device_id.to_owned();
+        let ttl = state.config.crypto.device_cert_ttl;
+        let signed = tokio::task::spawn_blocking(move || {
+            certificate(&state.config.server.domain, &device, now, ttl, |text| {
+                sign_hex(&state.static_keys.identity.signing, text)
+            })
         })
         .await
-        .map_err(|_| ())
+        .map_err(|_| ())?;
+        self.state.metrics.certificates_signed.inc();
+        self.hub
+            .remember_certificate(device_id, signed.clone(), now, ttl);
+        Ok(signed)
     }
 }
