@@ -252,7 +252,8 @@ impl StunResponder {
                 // A request of another method gets its error in that method.
                 let method = MessageMethod::try_from(method).unwrap_or(BINDING);
                 let mut builder = StunMessageBuilder::new(method, MessageClass::ErrorResponse);
-                if let Ok(error) = stun_rs::ErrorCode::new(code, reason_phrase(code)) {
+                // No reason phrase: an error reply must not amplify (docs/protocol.md §3.4).
+                if let Ok(error) = stun_rs::ErrorCode::new(code, "") {
                     builder = builder.with_attribute(ErrorCode::from(error));
                 }
                 if !unknown.is_empty() {
@@ -290,16 +291,6 @@ impl StunResponder {
 /// IPv4-mapped IPv6 sources (dual-stack sockets) are reported as IPv4.
 fn canonical(source: SocketAddr) -> SocketAddr {
     SocketAddr::new(source.ip().to_canonical(), source.port())
-}
-
-fn reason_phrase(code: u16) -> &'static str {
-    match code {
-        400 => "Bad Request",
-        401 => "Unauthenticated",
-        420 => "Unknown Attribute",
-        487 => "Role Conflict",
-        _ => "Error",
-    }
 }
 
 /// The minimal Binding success: XOR-MAPPED-ADDRESS, plus FINGERPRINT if asked.

@@ -1073,3 +1073,31 @@ fn turn_attributes_in_a_binding_request_get_420() {
         Some(&[0x00, 0x19, 0x00, 0x0D, 0x00, 0x13][..])
     );
 }
+
+/// Error replies carry nothing optional (no reason phrase, no SOFTWARE), so no error
+/// amplifies by more than 1.5: the worst cases, measured byte for byte.
+#[test]
+fn error_replies_do_not_amplify() {
+    let r = responder(false);
+    // 400 to a bare 20-byte request of another method: 28 bytes (1.4).
+    let other = request(0x0003);
+    let (outcome, reply) = run(&r, &other, v4());
+    assert_eq!(outcome, Outcome::BadRequest);
+    assert_eq!((other.len(), reply.len()), (20, 28));
+    // 420 to a 24-byte request with one empty unknown attribute: 36 bytes (1.5).
+    let unknown = binding().attribute(0x0031, &[]).build();
+    let (outcome, reply) = run(&r, &unknown, v4());
+    assert_eq!(outcome, Outcome::UnknownAttribute);
+    assert_eq!((unknown.len(), reply.len()), (24, 36));
+    // The ERROR-CODE value is its 4 bytes of class and number, nothing more.
+    assert_eq!(find(&reply, attr::ERROR_CODE), Some(&[0u8, 0, 4, 20][..]));
+    // Each further unknown attribute costs the request 4 bytes and the reply 2.
+    let many = binding()
+        .attribute(0x0031, &[])
+        .attribute(0x0032, &[])
+        .attribute(0x0033, &[])
+        .build();
+    let (_, reply) = run(&r, &many, v4());
+    assert_eq!((many.len(), reply.len()), (32, 40));
+}
+
