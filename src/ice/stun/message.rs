@@ -79,6 +79,43 @@ pub(super) struct Message<'a> {
     pub(super) unknown: UnknownTypes,
 }
 
+/// The transaction id of a minimal Binding request (a bare header, or a header and a
+/// valid FINGERPRINT), and whether it had the FINGERPRINT; `None` for anything else.
+/// What browsers and STUN clients send to learn their reflexive address, so the
+/// responder answers it from these fixed offsets before building a [`Message`]: that
+/// keeps the plain Binding at its pre-parse-once cost (`cargo bench --bench stun`,
+/// `plain_20B`; docs/development.md). Anything this rejects still goes through
+/// [`Message::parse`], which reaches the same verdict for minimal requests.
+pub(super) fn minimal_binding(packet: &[u8]) -> Option<(&[u8; 12], bool)> {
+    const WITH_FINGERPRINT: usize = HEADER_LEN + 8;
+    let has_fingerprint = match packet.len() {
+        HEADER_LEN => false,
+        WITH_FINGERPRINT => true,
+        _ => return None,
+    };
+    let header = packet.get(..HEADER_LEN)?;
+    let msg_type = u16::from_be_bytes([header[0], header[1]]);
+    let length = usize::from(u16::from_be_bytes([header[2], header[3]]));
+    let cookie = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+    if msg_type != msg_type::BINDING_REQUEST
+        || cookie != MAGIC_COOKIE
+        || length != packet.len() - HEADER_LEN
+    {
+        return None;
+    }
+    if has_fingerprint {
+        let kind = u16::from_be_bytes([packet[20], packet[21]]);
+        let value_len = u16::from_be_bytes([packet[22], packet[23]]);
+        if kind != attr::FINGERPRINT
+            || value_len != 4
+            || !fingerprint_matches(&packet[..HEADER_LEN], &packet[24..])
+        {
+            return None;
+        }
+    }
+    Some((header[8..20].try_into().ok()?, has_fingerprint))
+}
+
 impl<'a> Message<'a> {
     /// Parses a datagram as the responder does. `None` means "not STUN": the datagram
     /// is dropped silently.

@@ -11,7 +11,7 @@ use stun_rs::{
     TransactionId,
 };
 
-use super::message::Message;
+use super::message::{Message, minimal_binding};
 use super::wire::{
     IntegrityKind, MAGIC_COOKIE, SOFTWARE, append_fingerprint, append_integrity, msg_type,
     put_xor_mapped_address, set_length,
@@ -120,6 +120,12 @@ impl StunResponder {
     ) -> Outcome {
         out.clear();
         let source = canonical(source);
+        if !self.require_integrity
+            && let Some((tid, fingerprint)) = minimal_binding(packet)
+        {
+            plain_reply(tid, source, fingerprint, out);
+            return Outcome::Unauthenticated;
+        }
         let Some(request) = Message::parse(packet) else {
             return Outcome::Dropped;
         };

@@ -1101,3 +1101,24 @@ fn error_replies_do_not_amplify() {
     assert_eq!((many.len(), reply.len()), (32, 40));
 }
 
+/// The fixed-offset fast path for minimal Binding requests agrees with the full parse.
+#[test]
+fn the_minimal_binding_fast_path_agrees_with_the_parse() {
+    use super::message::{Message, minimal_binding};
+    let bare = binding().build();
+    let fingerprinted = binding().fingerprint().build();
+    let mut bad_fingerprint = fingerprinted.clone();
+    bad_fingerprint[27] ^= 1;
+    let with_attribute = binding().attribute(0x8029, &[0; 8]).build();
+    let indication = RequestBuilder::new(0x0011, TID).build();
+    let mut truncated = bare.clone();
+    truncated.pop();
+    for packet in [bare, fingerprinted, bad_fingerprint, with_attribute, indication, truncated] {
+        let fast = minimal_binding(&packet).map(|(tid, fp)| (*tid, fp));
+        let full = Message::parse(&packet)
+            .filter(Message::is_minimal_binding_request)
+            .map(|m| (*m.transaction_id, m.has_fingerprint()));
+        assert_eq!(fast, full, "{packet:02x?}");
+    }
+}
+
