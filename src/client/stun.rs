@@ -72,7 +72,11 @@ impl fmt::Display for ProbeReport {
         writeln!(f, "server:            {}", self.server)?;
         writeln!(f, "local address:     {}", self.local)?;
         match (&self.error, self.reflexive) {
-            (Some((code, reason)), _) => writeln!(f, "result:            error {code} {reason}")?,
+            (Some((code, reason)), _) => writeln!(
+                f,
+                "result:            error {code} {}",
+                describe_error(*code, reason)
+            )?,
             (None, Some(addr)) => writeln!(f, "reflexive address: {addr}")?,
             (None, None) => writeln!(f, "reflexive address: (missing from the response)")?,
         }
@@ -298,6 +302,24 @@ fn report(
     }
 }
 
+/// The server's reason phrase, or (servers that send none, as ours does to avoid
+/// amplification) the RFC 8489 meaning of the code.
+fn describe_error(code: u16, reason: &str) -> &str {
+    if !reason.is_empty() {
+        return reason;
+    }
+    match code {
+        300 => "Try Alternate",
+        400 => "Bad Request",
+        401 => "Unauthenticated",
+        420 => "Unknown Attribute",
+        438 => "Stale Nonce",
+        487 => "Role Conflict",
+        500 => "Server Error",
+        _ => "(no reason given)",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +328,6 @@ mod tests {
     use crate::ice::stun_server::{StunMetrics, StunServer};
     use crate::ratelimit::RateLimitConfig;
     use std::sync::Arc;
-    use std::time::{SystemTime, UNIX_EPOCH};
     use tokio::sync::watch;
 
     struct Server {
@@ -342,10 +363,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
+        crate::time::unix_now()
     }
 
     #[tokio::test]
@@ -410,7 +428,7 @@ mod tests {
         let report = probe(&s.addr.to_string(), creds, false, Duration::from_secs(5))
             .await
             .unwrap();
-        assert_eq!(report.error, Some((401, "Unauthenticated".to_owned())));
+        assert_eq!(report.error, Some((401, String::new())), "no reason phrase");
         assert_eq!(report.integrity, Some(false));
         assert_eq!(report.reflexive, None);
         assert!(

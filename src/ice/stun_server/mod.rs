@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 #[cfg(target_os = "linux")]
 use tokio::io::Interest;
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::ice::stun::StunResponder;
 use crate::ratelimit::RateLimitConfig;
+use crate::time::unix_now;
 use batch::{BATCH, Batch, BatchTime, LimitedResponder, SLOT};
 use metrics::RunningGuard;
 pub use metrics::{StunMetrics, StunReadiness};
@@ -226,9 +227,7 @@ struct Shared {
 impl Shared {
     fn now(&self) -> BatchTime {
         BatchTime {
-            unix_secs: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            unix_secs: unix_now(),
             mono_nanos: u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX),
         }
     }

@@ -134,14 +134,7 @@ async fn plain_binding_over_ipv6() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authenticated_check_and_garbage() {
     let r = start("127.0.0.1:0", RateLimitConfig::default(), IoMode::native()).await;
-    let cred = r.secret.issue(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-        600,
-        [8; 8],
-    );
+    let cred = r.secret.issue(crate::time::unix_now(), 600, [8; 8]);
     let m = RequestBuilder::binding([3; 12])
         .username(&format!("{}:peer", cred.ufrag))
         .integrity(IntegrityKind::Sha1, cred.password.as_bytes())
