@@ -238,6 +238,29 @@ fn limit_key(ip: IpAddr) -> u128 {
     }
 }
 
+/// A per-source limit for one decision at a time (HTTP routes), on its own monotonic
+/// clock.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    limiter: SharedRateLimiter,
+    epoch: std::time::Instant,
+}
+
+impl SourceLimiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self {
+            limiter: SharedRateLimiter::new(config),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token for `ip` if it has one.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now_nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.limiter.allow(ip, now_nanos)
+    }
+}
+
 /// A `RateLimiter` shared between tasks. Lock it once per batch of packets
 /// (`lock_batch`), not per packet.
 #[derive(Debug)]

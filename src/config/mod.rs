@@ -405,6 +405,10 @@ pub struct LimitsConfig {
     pub http_header_timeout_seconds: u64,
     /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
     pub max_http_connections: u32,
+    /// Requests per second per source address to the routes that mint credentials
+    /// (assist, `/api/turn`, `/api/ice-servers`), and the burst.
+    pub assist_rate_per_ip: u32,
+    pub assist_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -417,6 +421,8 @@ impl Default for LimitsConfig {
             relay_bytes_per_second: 256 * 1024,
             http_header_timeout_seconds: 15,
             max_http_connections: 10_000,
+            assist_rate_per_ip: 20,
+            assist_burst: 40,
         }
     }
 }

@@ -298,6 +298,12 @@ impl Config {
                 "connect_rate_per_ip and connect_burst must be at least 1",
             ));
         }
+        if l.assist_rate_per_ip == 0 || l.assist_burst == 0 {
+            return Err(ConfigError::new(
+                "limits.assist_rate_per_ip",
+                "assist_rate_per_ip and assist_burst must be at least 1",
+            ));
+        }
         if l.relay_bytes_per_second < 16 * 1024 {
             return Err(ConfigError::new(
                 "limits.relay_bytes_per_second",

@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 use tokio::sync::watch;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -39,7 +38,7 @@ use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::http::access::{authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
-use crate::ratelimit::{RateLimitConfig, SharedRateLimiter};
+use crate::ratelimit::{RateLimitConfig, SourceLimiter};
 use crate::state::AppState;
 use certificates::CertificateCache;
 use messages::ServerMessage;
@@ -57,9 +56,7 @@ pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Hub {
     pub registry: Registry,
-    connect_limiter: SharedRateLimiter,
-    /// Origin of the limiter's monotonic clock.
-    epoch: Instant,
+    connect_limiter: SourceLimiter,
     /// Flips to true on daemon shutdown: sessions close with 1001.
     shutdown: watch::Receiver<bool>,
     connections: AtomicUsize,
@@ -73,12 +70,11 @@ impl Hub {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             registry: Registry::default(),
-            connect_limiter: SharedRateLimiter::new(RateLimitConfig {
+            connect_limiter: SourceLimiter::new(RateLimitConfig {
                 per_second: limits.connect_rate_per_ip,
                 burst: limits.connect_burst,
                 table_size: CONNECT_LIMIT_TABLE,
             }),
-            epoch: Instant::now(),
             shutdown,
             connections: AtomicUsize::new(0),
             // Enough to keep every core busy with handshakes, few enough that a flood
@@ -132,8 +128,7 @@ impl Hub {
     }
 
     fn allow_connect(&self, peer: SocketAddr) -> bool {
-        let now_nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.connect_limiter.allow(peer.ip(), now_nanos)
+        self.connect_limiter.allow(peer.ip())
     }
 }
 
