@@ -403,6 +403,8 @@ pub struct LimitsConfig {
     pub relay_bytes_per_second: u32,
     /// A request head must arrive within this (also the keep-alive idle limit).
     pub http_header_timeout_seconds: u64,
+    /// A request body must arrive within this, once its head has.
+    pub http_body_timeout_seconds: u64,
     /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
     pub max_http_connections: u32,
     /// Requests per second per source address to the routes that mint credentials
@@ -420,6 +422,7 @@ impl Default for LimitsConfig {
             connect_burst: 40,
             relay_bytes_per_second: 256 * 1024,
             http_header_timeout_seconds: 15,
+            http_body_timeout_seconds: 15,
             max_http_connections: 10_000,
             assist_rate_per_ip: 20,
             assist_burst: 40,

@@ -1,6 +1,7 @@
 //! The two assist routes: count, read, validate, advise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -47,6 +48,7 @@ pub async fn get_assist(
     responses(
         (status = 200, description = "P2P advice", body = AssistResponse),
         (status = 400, description = "Invalid JSON or a value out of range; `detail` names the field", content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `[limits] http_body_timeout_seconds`", content_type = "application/problem+json"),
         (status = 413, description = "Body over 16 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", content_type = "application/problem+json"),
         (status = 401, description = "`[auth] required` and no valid bearer token, or an invalid one", content_type = "application/problem+json"),
@@ -63,7 +65,8 @@ pub async fn post_assist(
     limit_credentials(&state, peer).map_err(IntoResponse::into_response)?;
     authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let advice = async {
-        let request = read_request(&headers, body).await?;
+        let deadline = Duration::from_secs(state.config.limits.http_body_timeout_seconds);
+        let request = read_request(&headers, body, deadline).await?;
         let params = validate(request)?;
         build_response(&state, params)
     };
