@@ -407,6 +407,10 @@ pub struct LimitsConfig {
     pub http_body_timeout_seconds: u64,
     /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
     pub max_http_connections: u32,
+    /// HTTP connections one source may hold (IPv6 per /64; a /48 holds 8 times this).
+    pub max_http_connections_per_ip: u32,
+    /// Sessions (WebSocket connections) one source may hold, likewise.
+    pub max_sessions_per_ip: u32,
     /// Requests per second per source address to the routes that mint credentials
     /// (assist, `/api/turn`, `/api/ice-servers`), and the burst.
     pub assist_rate_per_ip: u32,
@@ -424,6 +428,8 @@ impl Default for LimitsConfig {
             http_header_timeout_seconds: 15,
             http_body_timeout_seconds: 15,
             max_http_connections: 10_000,
+            max_http_connections_per_ip: 256,
+            max_sessions_per_ip: 1_000,
             assist_rate_per_ip: 20,
             assist_burst: 40,
         }

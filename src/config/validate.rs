@@ -304,6 +304,12 @@ impl Config {
                 "connect_rate_per_ip and connect_burst must be at least 1",
             ));
         }
+        if l.max_http_connections_per_ip == 0 || l.max_sessions_per_ip == 0 {
+            return Err(ConfigError::new(
+                "limits.max_http_connections_per_ip",
+                "max_http_connections_per_ip and max_sessions_per_ip must be at least 1",
+            ));
+        }
         if l.assist_rate_per_ip == 0 || l.assist_burst == 0 {
             return Err(ConfigError::new(
                 "limits.assist_rate_per_ip",

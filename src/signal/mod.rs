@@ -38,7 +38,7 @@ use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::http::access::{authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
-use crate::ratelimit::{RateLimitConfig, SourceLimiter};
+use crate::ratelimit::{ConcurrencyCap, RateLimitConfig, SourceLimiter};
 use crate::state::AppState;
 use certificates::CertificateCache;
 use messages::ServerMessage;
@@ -57,6 +57,8 @@ pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 pub struct Hub {
     pub registry: Registry,
     connect_limiter: SourceLimiter,
+    /// Sessions per source (IPv6 per /64, and per /48).
+    per_source: Arc<ConcurrencyCap>,
     /// Flips to true on daemon shutdown: sessions close with 1001.
     shutdown: watch::Receiver<bool>,
     connections: AtomicUsize,
@@ -75,6 +77,7 @@ impl Hub {
                 burst: limits.connect_burst,
                 table_size: CONNECT_LIMIT_TABLE,
             }),
+            per_source: ConcurrencyCap::new(limits.max_sessions_per_ip as usize),
             shutdown,
             connections: AtomicUsize::new(0),
             // Enough to keep every core busy with handshakes, few enough that a flood
@@ -169,6 +172,18 @@ async fn connect(
         Ok(grant) => grant,
         Err(refusal) => return refusal.into_response(),
     };
+    let Some(held) = hub.per_source.try_hold(peer.ip()) else {
+        state.metrics.connect_rate_limited.inc();
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sessions from this address",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
@@ -185,5 +200,9 @@ async fn connect(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CIPHERTEXT_LEN)
         .max_frame_size(MAX_CIPHERTEXT_LEN)
-        .on_upgrade(move |socket| connection::serve(state, hub, socket, grant))
+        .on_upgrade(move |socket| async move {
+            connection::serve(state, hub, socket, grant).await;
+            // The source's share is freed when the session ends.
+            drop(held);
+        })
 }

@@ -14,6 +14,10 @@
 //!
 //! Time is passed in as monotonic nanoseconds; no call allocates.
 
+mod concurrency;
+
+pub use concurrency::{ConcurrencyCap, Held};
+
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
