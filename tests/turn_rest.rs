@@ -171,3 +171,36 @@ fn the_credential_routes_share_a_per_source_limit() {
         );
     });
 }
+
+#[test]
+fn assist_credentials_are_kept_fresh_at_half_their_ttl() {
+    let d = Daemon::start("[ice]\ncredential_ttl = 2\n");
+    let results = runtime().block_on(async {
+        let mut results = Vec::new();
+        commucat::client::refresh::keep_assist_fresh(
+            &client(),
+            &d.base(),
+            None,
+            tokio::time::sleep(std::time::Duration::from_millis(3500)),
+            |r| results.push((commucat::time::unix_now(), r)),
+        )
+        .await;
+        results
+    });
+    // Fetched at once, then every second (half of the 2 s ICE TTL): four times in 3.5 s.
+    assert!((3..=5).contains(&results.len()), "{}", results.len());
+    let mut ufrags = Vec::new();
+    for (fetched_at, result) in results {
+        let advice = result.unwrap();
+        let ice = &advice["ice"];
+        assert_eq!(ice["ttl_secs"], 2);
+        let expires = commucat::time::parse_rfc3339(ice["expires_at"].as_str().unwrap()).unwrap();
+        assert!(
+            (fetched_at + 1..=fetched_at + 2).contains(&expires),
+            "expires_at {expires} is exactly ttl_secs after {fetched_at}"
+        );
+        ufrags.push(ice["username_fragment"].as_str().unwrap().to_string());
+    }
+    ufrags.dedup();
+    assert!(ufrags.len() >= 3, "fresh credentials each time: {ufrags:?}");
+}

@@ -2,6 +2,7 @@
 
 pub mod connect;
 pub mod http;
+pub mod refresh;
 pub mod stun;
 pub mod stun_load;
 pub mod turn;
