@@ -221,7 +221,11 @@ pub async fn run(options: &DoctorOptions) -> Report {
     let started = Instant::now();
     let pq = info.post_quantum.enabled && info.post_quantum.kem_public_hex.is_some();
     if pq {
-        report.pass("post-quantum", started, "ML-KEM-768 hybrid handshake offered");
+        report.pass(
+            "post-quantum",
+            started,
+            "ML-KEM-768 hybrid handshake offered",
+        );
     } else {
         report.fail(
             "post-quantum",
@@ -238,7 +242,10 @@ pub async fn run(options: &DoctorOptions) -> Report {
         Some(None) => report.fail(
             "clock",
             started,
-            format!("unreadable Date header {:?}", fetched.date.unwrap_or_default()),
+            format!(
+                "unreadable Date header {:?}",
+                fetched.date.unwrap_or_default()
+            ),
             "a proxy in front of the daemon rewrites the Date header",
         ),
         Some(Some(server)) => {
@@ -266,7 +273,12 @@ pub async fn run(options: &DoctorOptions) -> Report {
     let started = Instant::now();
     let assist = match http_client(timeout) {
         Ok(client) => {
-            let fetching = fetch_assist(&client, &options.base, None, options.access_token.as_deref());
+            let fetching = fetch_assist(
+                &client,
+                &options.base,
+                None,
+                options.access_token.as_deref(),
+            );
             match tokio::time::timeout(timeout, fetching).await {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(e)) => Err(assist_failure(&e, options.access_token.is_some())),
@@ -342,7 +354,14 @@ pub async fn run(options: &DoctorOptions) -> Report {
     } else if !pq {
         report.skip(pq_step, "post-quantum is off on the server");
     } else {
-        handshake(&mut report, pq_step, &options.base, info, base_options.clone()).await;
+        handshake(
+            &mut report,
+            pq_step,
+            &options.base,
+            info,
+            base_options.clone(),
+        )
+        .await;
     }
     let classical_step = "handshake classical (XK v1)";
     if signed {
@@ -585,7 +604,10 @@ fn check_expiry(
 
 /// An authenticated STUN check of every ICE-lite candidate.
 async fn check_stun(report: &mut Report, ice: &serde_json::Value, timeout: Duration) {
-    let candidates = ice["lite_candidates"].as_array().cloned().unwrap_or_default();
+    let candidates = ice["lite_candidates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     if candidates.is_empty() {
         report.note(
             "stun",
@@ -599,7 +621,9 @@ async fn check_stun(report: &mut Report, ice: &serde_json::Value, timeout: Durat
     for candidate in &candidates {
         let started = Instant::now();
         let ip = candidate["ip"].as_str().and_then(|s| s.parse().ok());
-        let port = candidate["port"].as_u64().and_then(|p| u16::try_from(p).ok());
+        let port = candidate["port"]
+            .as_u64()
+            .and_then(|p| u16::try_from(p).ok());
         let (Some(ip), Some(port)) = (ip, port) else {
             report.fail(
                 "stun",
@@ -678,7 +702,10 @@ async fn check_stun(report: &mut Report, ice: &serde_json::Value, timeout: Durat
 async fn check_turn(report: &mut Report, ice: &serde_json::Value, timeout: Duration) {
     let servers = ice["servers"].as_array().cloned().unwrap_or_default();
     if servers.is_empty() {
-        report.note("turn", "no TURN servers in assist ([[ice.turn]] not configured)");
+        report.note(
+            "turn",
+            "no TURN servers in assist ([[ice.turn]] not configured)",
+        );
         return;
     }
     for server in &servers {
@@ -767,7 +794,10 @@ async fn relay_to_self(
         .map_err(|e| turn_failure(server, &e))?;
     if from != relayed || data != payload {
         return Err((
-            format!("relayed data came back wrong (from {from}, {} bytes)", data.len()),
+            format!(
+                "relayed data came back wrong (from {from}, {} bytes)",
+                data.len()
+            ),
             "the TURN server mangles relayed data".into(),
         ));
     }
@@ -803,7 +833,9 @@ fn turn_failure(server: SocketAddr, e: &TurnError) -> (String, String) {
         TurnError::Refused { code: 403, .. } => {
             "coturn forbids the relayed address as a peer (denied-peer-ip)"
         }
-        TurnError::Refused { code: 486 | 508, .. } => {
+        TurnError::Refused {
+            code: 486 | 508, ..
+        } => {
             "coturn is out of allocations or relay ports (user-quota, total-quota, min-port/max-port)"
         }
         TurnError::Refused { .. } => "the TURN server refused the request; see its log",
@@ -937,7 +969,11 @@ pub fn parse_http_date(text: &str) -> Option<i64> {
     }
     let date = ::time::Date::from_calendar_date(year, month, day).ok()?;
     let time = ::time::Time::from_hms(hour, minute, second).ok()?;
-    Some(::time::PrimitiveDateTime::new(date, time).assume_utc().unix_timestamp())
+    Some(
+        ::time::PrimitiveDateTime::new(date, time)
+            .assume_utc()
+            .unix_timestamp(),
+    )
 }
 
 #[cfg(test)]
