@@ -269,4 +269,8 @@ fn a_client_clock_ten_minutes_off_is_named() {
         &["--timeout", STEP_TIMEOUT, "--clock-offset-secs", "-600"],
     );
     run.assert_failed("clock", "+600 s", "NTP");
+
+    // Not the daemon's base URL: HTTP 404, and the hint says so.
+    let run = doctor(&format!("{}/nope", d.base()), &["--timeout", STEP_TIMEOUT]);
+    run.assert_failed("server-info", "HTTP 404", "base URL");
 }
