@@ -274,3 +274,29 @@ fn a_client_clock_ten_minutes_off_is_named() {
     let run = doctor(&format!("{}/nope", d.base()), &["--timeout", STEP_TIMEOUT]);
     run.assert_failed("server-info", "HTTP 404", "base URL");
 }
+
+#[test]
+fn a_missing_access_token_is_named() {
+    let token = "doctor-static-token-0123456789";
+    let d = Daemon::start(&format!(
+        "[auth]\nrequired = true\ntokens = [\"{token}\"]\n"
+    ));
+    let run = doctor(&d.base(), &["--timeout", STEP_TIMEOUT]);
+    run.assert_failed("assist", "401", "--access-token");
+    run.assert_failed("handshake pq", "401", "--access-token");
+    let run = doctor(
+        &d.base(),
+        &[
+            "--timeout",
+            STEP_TIMEOUT,
+            "--access-token",
+            "not-the-token-0123456789",
+        ],
+    );
+    run.assert_failed("assist", "401", "token was refused");
+    let run = doctor(
+        &d.base(),
+        &["--timeout", STEP_TIMEOUT, "--access-token", token],
+    );
+    assert!(run.status.success(), "{}{}", run.stdout, run.stderr);
+}
