@@ -75,6 +75,8 @@ pub struct Metrics {
     pub clock_jumps: Counter,
     /// Device certificates signed (a cached one handed out again is not counted).
     pub certificates_signed: Counter,
+    /// Requests to the credential routes refused with 429 by the per-source limit.
+    pub credential_requests_limited: Counter,
     pub noise_handshakes: Counter,
     pub pq_handshakes: Counter,
     /// `/api/connect` handshakes by pattern, version, pq and outcome.
@@ -106,6 +108,7 @@ impl Metrics {
         let key_rotations = Counter::default();
         let clock_jumps = Counter::default();
         let certificates_signed = Counter::default();
+        let credential_requests_limited = Counter::default();
         let noise_handshakes = Counter::default();
         let pq_handshakes = Counter::default();
         let handshakes = Family::<HandshakeLabels, Counter>::default();
@@ -150,6 +153,11 @@ impl Metrics {
             "key_rotations",
             "Noise static key rotations carried out",
             key_rotations.clone(),
+        );
+        registry.register(
+            "credential_requests_limited",
+            "Requests to assist, /api/turn and /api/ice-servers refused by the per-source limit",
+            credential_requests_limited.clone(),
         );
         registry.register(
             "certificates_signed",
@@ -237,6 +245,7 @@ impl Metrics {
             key_rotations,
             clock_jumps,
             certificates_signed,
+            credential_requests_limited,
             noise_handshakes,
             pq_handshakes,
             handshakes,

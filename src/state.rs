@@ -19,6 +19,10 @@ use crate::keys::rotation::{self, Pruning};
 use crate::keys::store::{KeyStore, KeyStoreError};
 use crate::keys::{KemKeys, NoiseKeyRing, StaticKeys};
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimitConfig, SourceLimiter};
+
+/// Sources tracked by the credential routes' limiter (fixed memory, LRU within a set).
+const CREDENTIAL_LIMIT_TABLE: usize = 65_536;
 
 /// A rotation that could not be completed; the keys in use stay as they were.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +87,9 @@ pub struct AppState {
     pub limits: LimitsInfo,
     /// Who may fetch assist and open sessions.
     pub auth: Authorizer,
+    /// Per-source limit of the routes that mint credentials (assist, TURN REST, ICE
+    /// servers).
+    pub credential_limiter: SourceLimiter,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
     pub device_keys: DeviceKeyPool,
@@ -122,6 +129,11 @@ impl AppState {
             ice_secret: IceSecret::from_bytes(*static_keys.ice_secret),
             limits,
             auth,
+            credential_limiter: SourceLimiter::new(RateLimitConfig {
+                per_second: config.limits.assist_rate_per_ip,
+                burst: config.limits.assist_burst,
+                table_size: CREDENTIAL_LIMIT_TABLE,
+            }),
             device_keys: DeviceKeyPool::default(),
             config,
             endpoints,

@@ -660,3 +660,34 @@ fn sigterm_exits_cleanly() {
     let status = d.stop();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_body_that_never_comes_gets_408_instead_of_holding_the_handler() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("[limits]\nhttp_body_timeout_seconds = 1\n");
+    for (path, content_type) in [
+        ("/api/p2p/assist", "application/json"),
+        ("/api/turn", "application/x-www-form-urlencoded"),
+    ] {
+        let mut stream = std::net::TcpStream::connect(d.http).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: 10\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        let started = std::time::Instant::now();
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&reply).contains("\r\n\r\n{") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "closed without an answer");
+            reply.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.starts_with("HTTP/1.1 408"), "{path}: {text}");
+        assert!(text.contains("application/problem+json"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}");
+    }
+}

@@ -587,6 +587,35 @@ fn pipelined_certify_costs_one_signature_and_is_rate_limited() {
 }
 
 #[test]
+fn one_source_holds_at_most_max_sessions_per_ip() {
+    let d = Daemon::start("[limits]\nmax_sessions_per_ip = 2\n");
+    runtime().block_on(async {
+        let a = connect(&d.base(), options(Pattern::Xk, Version::V2, true))
+            .await
+            .unwrap();
+        let b = connect(&d.base(), options(Pattern::Xk, Version::V2, true))
+            .await
+            .unwrap();
+        let Err(refused) = connect(&d.base(), options(Pattern::Xk, Version::V2, true)).await else {
+            panic!("a third session from one source was admitted");
+        };
+        assert!(refused.to_string().contains("429"), "{refused}");
+        a.close().await.unwrap();
+        // The share is freed when the session ends (the server sees the close first).
+        let mut admitted = None;
+        for _ in 0..50 {
+            if let Ok(c) = connect(&d.base(), options(Pattern::Xk, Version::V2, true)).await {
+                admitted = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        admitted.expect("a session is admitted once another ended");
+        drop(b);
+    });
+}
+
+#[test]
 fn five_thousand_pipelined_pings_cross_the_rekey_in_order() {
     let d = Daemon::start("");
     runtime().block_on(async {

@@ -304,3 +304,29 @@ fn a_second_daemon_on_the_same_state_directory_refuses_to_start() {
     // The first one still serves, with the keys it had.
     assert!(first.stop().success());
 }
+
+#[test]
+fn one_source_may_not_take_the_whole_connection_pool() {
+    use std::io::{Read, Write};
+    let d = Daemon::start("[limits]\nmax_http_connections_per_ip = 2\n");
+    let mut first = std::net::TcpStream::connect(d.http).unwrap();
+    let _second = std::net::TcpStream::connect(d.http).unwrap();
+    // Give the accept loop time to take both.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = std::net::TcpStream::connect(d.http).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed at once");
+    // The first still serves.
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let n = first.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}

@@ -146,3 +146,28 @@ fn ice_servers_feed_rtc_peer_connection_directly() {
         assert!((before + 600..=before + 602).contains(&expires));
     });
 }
+
+#[test]
+fn the_credential_routes_share_a_per_source_limit() {
+    let d = daemon("[limits]\nassist_rate_per_ip = 1\nassist_burst = 3\n");
+    runtime().block_on(async {
+        assert_eq!(get(&d, "/api/p2p/assist").await.0, 200);
+        assert_eq!(get(&d, "/api/turn?service=turn&username=a").await.0, 200);
+        assert_eq!(get(&d, "/api/ice-servers").await.0, 200);
+        let refused = client().get(d.url("/api/p2p/assist")).send().await.unwrap();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.headers()["retry-after"], "1");
+        assert_eq!(
+            refused.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert_eq!(get(&d, "/api/turn?service=turn&username=a").await.0, 429);
+        // Discovery is not limited by it.
+        assert_eq!(get(&d, "/api/server-info").await.0, 200);
+        let metrics = common::fetch_metrics(&d).await;
+        assert!(
+            metrics.contains("commucat_credential_requests_limited_total 2"),
+            "{metrics}"
+        );
+    });
+}

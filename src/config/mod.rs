@@ -403,8 +403,18 @@ pub struct LimitsConfig {
     pub relay_bytes_per_second: u32,
     /// A request head must arrive within this (also the keep-alive idle limit).
     pub http_header_timeout_seconds: u64,
+    /// A request body must arrive within this, once its head has.
+    pub http_body_timeout_seconds: u64,
     /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
     pub max_http_connections: u32,
+    /// HTTP connections one source may hold (IPv6 per /64; a /48 holds 8 times this).
+    pub max_http_connections_per_ip: u32,
+    /// Sessions (WebSocket connections) one source may hold, likewise.
+    pub max_sessions_per_ip: u32,
+    /// Requests per second per source address to the routes that mint credentials
+    /// (assist, `/api/turn`, `/api/ice-servers`), and the burst.
+    pub assist_rate_per_ip: u32,
+    pub assist_burst: u32,
 }
 
 impl Default for LimitsConfig {
@@ -416,7 +426,12 @@ impl Default for LimitsConfig {
             connect_burst: 40,
             relay_bytes_per_second: 256 * 1024,
             http_header_timeout_seconds: 15,
+            http_body_timeout_seconds: 15,
             max_http_connections: 10_000,
+            max_http_connections_per_ip: 256,
+            max_sessions_per_ip: 1_000,
+            assist_rate_per_ip: 20,
+            assist_burst: 40,
         }
     }
 }

@@ -280,6 +280,12 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=3600).contains(&l.http_body_timeout_seconds) {
+            return Err(ConfigError::new(
+                "limits.http_body_timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
         if l.max_http_connections == 0 {
             return Err(ConfigError::new(
                 "limits.max_http_connections",
@@ -296,6 +302,18 @@ impl Config {
             return Err(ConfigError::new(
                 "limits.connect_rate_per_ip",
                 "connect_rate_per_ip and connect_burst must be at least 1",
+            ));
+        }
+        if l.max_http_connections_per_ip == 0 || l.max_sessions_per_ip == 0 {
+            return Err(ConfigError::new(
+                "limits.max_http_connections_per_ip",
+                "max_http_connections_per_ip and max_sessions_per_ip must be at least 1",
+            ));
+        }
+        if l.assist_rate_per_ip == 0 || l.assist_burst == 0 {
+            return Err(ConfigError::new(
+                "limits.assist_rate_per_ip",
+                "assist_rate_per_ip and assist_burst must be at least 1",
             ));
         }
         if l.relay_bytes_per_second < 16 * 1024 {

@@ -213,6 +213,7 @@ impl Daemon {
                     state.config.limits.http_header_timeout_seconds,
                 ),
                 max_connections: state.config.limits.max_http_connections as usize,
+                max_connections_per_ip: state.config.limits.max_http_connections_per_ip as usize,
                 ..Default::default()
             },
             tls,

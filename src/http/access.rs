@@ -1,11 +1,18 @@
-//! Access control at the HTTP edge: where a request's token comes from, and the 401
-//! answer when `[auth]` refuses it (the decision itself is `crate::auth`'s).
+//! Access control at the HTTP edge: where a request's token comes from, the 401 answer
+//! when `[auth]` refuses it (the decision itself is `crate::auth`'s), and the per-source
+//! limit of the routes that mint credentials (429).
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+
 use super::problem::Problem;
 use crate::auth::{AuthError, Authorizer, Grant};
+use crate::state::AppState;
 
 /// The token of `Authorization: Bearer <token>`, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
@@ -39,6 +46,55 @@ impl IntoResponse for Unauthorized {
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Bearer realm=\"commucat\""),
         );
+        response
+    }
+}
+
+/// The address a request came from, as the accept loop recorded it; `None` for
+/// requests handed to the router in process (benchmarks), which no limit applies to.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        ))
+    }
+}
+
+/// Takes a token of the credential routes' per-source limit; the refusal renders as
+/// 429 problem+json with `Retry-After`.
+pub fn limit_credentials(state: &AppState, peer: Peer) -> Result<(), TooManyRequests> {
+    let Some(ip) = peer.0 else {
+        return Ok(());
+    };
+    if state.credential_limiter.allow(ip) {
+        return Ok(());
+    }
+    state.metrics.credential_requests_limited.inc();
+    Err(TooManyRequests)
+}
+
+/// A request over the per-source limit.
+#[derive(Debug)]
+pub struct TooManyRequests;
+
+impl IntoResponse for TooManyRequests {
+    fn into_response(self) -> Response {
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests for credentials from this address",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         response
     }
 }

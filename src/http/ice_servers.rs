@@ -12,7 +12,7 @@ use rand::RngExt as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::access::{authorize, bearer_token};
+use super::access::{Peer, authorize, bearer_token, limit_credentials};
 use super::assist::wire::IceServer;
 use super::turn_credentials;
 use crate::state::AppState;
@@ -36,9 +36,17 @@ pub struct IceServersResponse {
     responses(
         (status = 200, description = "ICE servers", body = IceServersResponse),
         (status = 401, description = "Access token missing (with `[auth] required`) or invalid", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-source limit of the credential routes", content_type = "application/problem+json"),
     )
 )]
-pub async fn get_ice_servers(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn get_ice_servers(
+    State(state): State<Arc<AppState>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refusal) = limit_credentials(&state, peer) {
+        return refusal.into_response();
+    }
     if let Err(refusal) = authorize(&state.auth, bearer_token(&headers)) {
         return refusal.into_response();
     }

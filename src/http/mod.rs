@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod assist;
+mod body;
 pub mod ice_servers;
 pub mod openapi;
 pub mod ops;

@@ -27,8 +27,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 
 use super::tls::ServerTls;
+use crate::ratelimit::{ConcurrencyCap, Held};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection's place: in the global pool and in its source's share; freed on drop.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _held: Held,
+}
 
 /// How the accept loop protects itself.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +44,8 @@ pub struct ServeLimits {
     pub header_read_timeout: Duration,
     /// HTTP connections open at once; WebSocket sessions leave this pool on upgrade.
     pub max_connections: usize,
+    /// HTTP connections one source (IPv6: one /64; a /48 holds 8 times this) may hold.
+    pub max_connections_per_ip: usize,
     /// After shutdown, how long in-flight requests may take.
     pub drain_timeout: Duration,
 }
@@ -46,6 +55,7 @@ impl Default for ServeLimits {
         Self {
             header_read_timeout: Duration::from_secs(15),
             max_connections: 10_000,
+            max_connections_per_ip: 256,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -62,6 +72,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source = ConcurrencyCap::new(limits.max_connections_per_ip);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -94,6 +105,16 @@ pub async fn serve(
                 }
             },
             _ = stopped(&mut shutdown) => break,
+        };
+        // One source may not take the whole pool: beyond its share it is closed at once.
+        let Some(held) = per_source.try_hold(peer.ip()) else {
+            tracing::debug!(%peer, "HTTP connection refused: too many from this source");
+            drop(stream);
+            continue;
+        };
+        let permit = Slot {
+            _permit: permit,
+            _held: held,
         };
         let _ = stream.set_nodelay(true);
         let service = app
@@ -152,7 +173,7 @@ async fn serve_tls<S>(
     service: S,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) where
     S: hyper::service::Service<
             hyper::Request<Incoming>,
@@ -250,7 +271,7 @@ async fn drive<C: Graceful>(
     connection: C,
     mut stop: watch::Receiver<bool>,
     idle: Option<IdleLimit>,
-    permit: OwnedSemaphorePermit,
+    permit: Slot,
 ) {
     let mut connection = pin!(connection);
     let idle_for = async {

@@ -5,9 +5,10 @@
 //! `username` is `<expiry>:<id>`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,8 +16,8 @@ use rand::RngExt as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::MAX_BODY_BYTES;
-use super::access::{authorize, bearer_token};
+use super::access::{Peer, authorize, bearer_token, limit_credentials};
+use super::body::read_body;
 use super::problem::Problem;
 use super::turn_credentials;
 use crate::state::AppState;
@@ -78,15 +79,17 @@ impl Params {
         (status = 200, description = "Credentials", body = TurnRestCredential),
         (status = 400, description = "`service` is not `turn`, or `username` is malformed", content_type = "application/problem+json"),
         (status = 401, description = "Access token missing (with `[auth] required`) or invalid", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-source limit of the credential routes", content_type = "application/problem+json"),
         (status = 503, description = "No TURN server with a shared secret is configured", content_type = "application/problem+json"),
     )
 )]
 pub async fn get_turn(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    answer(&state, &headers, Params::parse(query.as_deref(), b""))
+    answer(&state, peer, &headers, Params::parse(query.as_deref(), b""))
 }
 
 /// The same, with the parameters in a form-encoded body (as Janus sends them).
@@ -98,27 +101,35 @@ pub async fn get_turn(
         (status = 200, description = "Credentials", body = TurnRestCredential),
         (status = 400, description = "`service` is not `turn`, or `username` is malformed", content_type = "application/problem+json"),
         (status = 401, description = "Access token missing (with `[auth] required`) or invalid", content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `[limits] http_body_timeout_seconds`", content_type = "application/problem+json"),
         (status = 413, description = "Body over 16 KiB", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-source limit of the credential routes", content_type = "application/problem+json"),
         (status = 503, description = "No TURN server with a shared secret is configured", content_type = "application/problem+json"),
     )
 )]
 pub async fn post_turn(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    if body.len() > MAX_BODY_BYTES {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-        )
-        .into_response();
+    let deadline = Duration::from_secs(state.config.limits.http_body_timeout_seconds);
+    match read_body(&headers, body, deadline).await {
+        Ok(body) => answer(
+            &state,
+            peer,
+            &headers,
+            Params::parse(query.as_deref(), &body),
+        ),
+        Err(problem) => problem.into_response(),
     }
-    answer(&state, &headers, Params::parse(query.as_deref(), &body))
 }
 
-fn answer(state: &AppState, headers: &HeaderMap, params: Params) -> Response {
+fn answer(state: &AppState, peer: Peer, headers: &HeaderMap, params: Params) -> Response {
+    if let Err(refusal) = limit_credentials(state, peer) {
+        return refusal.into_response();
+    }
     let token = bearer_token(headers).or(params.key.as_deref());
     if let Err(refusal) = authorize(&state.auth, token) {
         return refusal.into_response();

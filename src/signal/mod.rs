@@ -24,7 +24,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 use tokio::sync::watch;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
@@ -39,7 +38,7 @@ use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::http::access::{authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
-use crate::ratelimit::{RateLimitConfig, SharedRateLimiter};
+use crate::ratelimit::{ConcurrencyCap, RateLimitConfig, SourceLimiter};
 use crate::state::AppState;
 use certificates::CertificateCache;
 use messages::ServerMessage;
@@ -57,9 +56,9 @@ pub const MAX_WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct Hub {
     pub registry: Registry,
-    connect_limiter: SharedRateLimiter,
-    /// Origin of the limiter's monotonic clock.
-    epoch: Instant,
+    connect_limiter: SourceLimiter,
+    /// Sessions per source (IPv6 per /64, and per /48).
+    per_source: Arc<ConcurrencyCap>,
     /// Flips to true on daemon shutdown: sessions close with 1001.
     shutdown: watch::Receiver<bool>,
     connections: AtomicUsize,
@@ -73,12 +72,12 @@ impl Hub {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             registry: Registry::default(),
-            connect_limiter: SharedRateLimiter::new(RateLimitConfig {
+            connect_limiter: SourceLimiter::new(RateLimitConfig {
                 per_second: limits.connect_rate_per_ip,
                 burst: limits.connect_burst,
                 table_size: CONNECT_LIMIT_TABLE,
             }),
-            epoch: Instant::now(),
+            per_source: ConcurrencyCap::new(limits.max_sessions_per_ip as usize),
             shutdown,
             connections: AtomicUsize::new(0),
             // Enough to keep every core busy with handshakes, few enough that a flood
@@ -132,8 +131,7 @@ impl Hub {
     }
 
     fn allow_connect(&self, peer: SocketAddr) -> bool {
-        let now_nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.connect_limiter.allow(peer.ip(), now_nanos)
+        self.connect_limiter.allow(peer.ip())
     }
 }
 
@@ -174,6 +172,18 @@ async fn connect(
         Ok(grant) => grant,
         Err(refusal) => return refusal.into_response(),
     };
+    let Some(held) = hub.per_source.try_hold(peer.ip()) else {
+        state.metrics.connect_rate_limited.inc();
+        let mut response = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many sessions from this address",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
+    };
     let upgrade = match upgrade {
         Ok(u) => u,
         Err(rejection) => {
@@ -190,5 +200,9 @@ async fn connect(
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .max_message_size(MAX_CIPHERTEXT_LEN)
         .max_frame_size(MAX_CIPHERTEXT_LEN)
-        .on_upgrade(move |socket| connection::serve(state, hub, socket, grant))
+        .on_upgrade(move |socket| async move {
+            connection::serve(state, hub, socket, grant).await;
+            // The source's share is freed when the session ends.
+            drop(held);
+        })
 }

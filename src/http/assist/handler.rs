@@ -1,6 +1,7 @@
 //! The two assist routes: count, read, validate, advise.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::advice::build_response;
 use super::request::{read_request, validate};
 use super::wire::{AssistRequest, AssistResponse};
-use crate::http::access::{authorize, bearer_token};
+use crate::http::access::{Peer, authorize, bearer_token, limit_credentials};
 use crate::metrics::MethodLabels;
 use crate::state::AppState;
 
@@ -22,13 +23,16 @@ use crate::state::AppState;
     responses(
         (status = 200, description = "P2P advice", body = AssistResponse),
         (status = 401, description = "`[auth] required` and no valid bearer token, or an invalid one", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-source limit of the credential routes; `Retry-After` says when to retry", content_type = "application/problem+json"),
     )
 )]
 pub async fn get_assist(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "GET");
+    limit_credentials(&state, peer).map_err(IntoResponse::into_response)?;
     authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let params = validate(AssistRequest::default()).map_err(IntoResponse::into_response)?;
     build_response(&state, params)
@@ -44,20 +48,25 @@ pub async fn get_assist(
     responses(
         (status = 200, description = "P2P advice", body = AssistResponse),
         (status = 400, description = "Invalid JSON or a value out of range; `detail` names the field", content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `[limits] http_body_timeout_seconds`", content_type = "application/problem+json"),
         (status = 413, description = "Body over 16 KiB", content_type = "application/problem+json"),
         (status = 415, description = "Body is not application/json", content_type = "application/problem+json"),
         (status = 401, description = "`[auth] required` and no valid bearer token, or an invalid one", content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-source limit of the credential routes; `Retry-After` says when to retry", content_type = "application/problem+json"),
     )
 )]
 pub async fn post_assist(
     State(state): State<Arc<AppState>>,
+    peer: Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "POST");
+    limit_credentials(&state, peer).map_err(IntoResponse::into_response)?;
     authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let advice = async {
-        let request = read_request(&headers, body).await?;
+        let deadline = Duration::from_secs(state.config.limits.http_body_timeout_seconds);
+        let request = read_request(&headers, body, deadline).await?;
         let params = validate(request)?;
         build_response(&state, params)
     };

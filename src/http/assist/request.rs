@@ -2,13 +2,14 @@
 //! then JSON (400 naming the field), then the ranges of each value.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 
 use super::wire::{AssistRequest, FecHint, PathHint};
 use crate::config::is_host;
-use crate::http::MAX_BODY_BYTES;
+use crate::http::body::read_body;
 use crate::http::problem::Problem;
 
 const DEFAULT_MTU: u16 = 1152;
@@ -30,27 +31,14 @@ pub(super) struct Path {
     pub(super) priority: u32,
 }
 
-/// Size first (413), then content type (415), then JSON (400 naming the field).
+/// Size and time first (413, 408), then content type (415), then JSON (400 naming the
+/// field).
 pub(super) async fn read_request(
     headers: &HeaderMap,
     body: Body,
+    body_deadline: Duration,
 ) -> Result<AssistRequest, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body exceeds {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(too_large());
-    }
-    let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| too_large())?;
+    let bytes = read_body(headers, body, body_deadline).await?;
     if bytes.is_empty() {
         return Ok(AssistRequest::default());
     }

@@ -14,6 +14,10 @@
 //!
 //! Time is passed in as monotonic nanoseconds; no call allocates.
 
+mod concurrency;
+
+pub use concurrency::{ConcurrencyCap, Held};
+
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -235,6 +239,29 @@ fn limit_key(ip: IpAddr) -> u128 {
         // equal to an IPv6 key below, whose low 64 bits are exactly 1.
         IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
         IpAddr::V6(v6) => (u128::from(v6) & !((1u128 << 64) - 1)) | 1,
+    }
+}
+
+/// A per-source limit for one decision at a time (HTTP routes), on its own monotonic
+/// clock.
+#[derive(Debug)]
+pub struct SourceLimiter {
+    limiter: SharedRateLimiter,
+    epoch: std::time::Instant,
+}
+
+impl SourceLimiter {
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self {
+            limiter: SharedRateLimiter::new(config),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token for `ip` if it has one.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now_nanos = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.limiter.allow(ip, now_nanos)
     }
 }
 
