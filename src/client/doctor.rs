@@ -513,7 +513,10 @@ fn assist_failure(e: &ClientError, with_token: bool) -> (String, String) {
             "the daemon has [auth] required: pass --access-token"
         }
         ClientError::Status { status: 403, .. } => "the access token is not allowed here",
-        ClientError::Status { status: 429, .. } => "rate limited: retry later",
+        ClientError::Status { status: 429, .. } => {
+            "rate limited: this address used up [limits] assist_rate_per_ip / assist_burst; \
+             retry later"
+        }
         ClientError::Status { status: 404, .. } => {
             "no /api/p2p/assist at this URL: the reverse proxy does not route it"
         }
@@ -928,6 +931,10 @@ fn connect_error_hint(e: &ConnectError) -> &'static str {
         Some(1008 | 4001 | 4003) => "the access token was refused: pass a valid --access-token",
         Some(_) => "the server closed the session; see its log",
         None => match e {
+            ConnectError::WebSocket(text) if text.contains("429") => {
+                "refused with 429: this address holds [limits] max_sessions_per_ip sessions or \
+                 max_http_connections_per_ip connections, or connects too fast"
+            }
             ConnectError::WebSocket(_) => {
                 "the WebSocket upgrade of /api/connect failed: a reverse proxy must pass Upgrade \
                  and Connection headers; with [auth] required pass --access-token"
