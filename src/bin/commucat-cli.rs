@@ -95,6 +95,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Check a deployment step by step, as a client uses it: server-info and its
+    /// signature, PQ, clock skew, assist, STUN, TURN relaying and both handshakes.
+    /// Exit status 0 only when every step passes.
+    Doctor {
+        /// Base URL of the daemon, e.g. http://127.0.0.1:8080
+        url: String,
+        /// Pin the server's identity: its `device_ca_public` (ML-DSA-65, hex).
+        #[arg(long, value_name = "HEX")]
+        server_identity: Option<String>,
+        /// Print a JSON array of {step, ok, skipped, ms, detail, hint}.
+        #[arg(long)]
+        json: bool,
+        /// Test and diagnostic aid: pretend the local clock is off by this many seconds.
+        #[arg(long, hide = true, allow_hyphen_values = true, default_value_t = 0)]
+        clock_offset_secs: i64,
+    },
     /// Run the hybrid handshake on /api/connect and print the session.
     Connect {
         url: String,
@@ -270,6 +286,28 @@ async fn run(cli: Cli) -> Result<()> {
             let advice =
                 fetch_assist(&client, &url, request.as_ref(), cli.access_token.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&advice)?);
+            Ok(())
+        }
+        Command::Doctor {
+            url,
+            server_identity,
+            json,
+            clock_offset_secs,
+        } => {
+            let options = commucat::client::doctor::DoctorOptions {
+                base: url,
+                server_identity,
+                access_token: cli.access_token,
+                timeout,
+                clock_offset_secs,
+            };
+            let report = commucat::client::doctor::run(&options).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{report}");
+            }
+            anyhow::ensure!(report.passed(), "doctor: some checks failed");
             Ok(())
         }
         Command::Connect { url, handshake } => {

@@ -73,7 +73,8 @@ pub fn join(base: &str, path: &str) -> Result<String, ClientError> {
     Ok(format!("{}{path}", base.trim_end_matches('/')))
 }
 
-fn describe(e: &reqwest::Error) -> String {
+/// The error and its chain of sources on one line.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

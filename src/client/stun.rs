@@ -121,6 +121,21 @@ pub async fn probe(
     timeout: Duration,
 ) -> Result<ProbeReport, ProbeError> {
     let server = resolve(target).await?;
+    probe_addr(server, creds, sha256, timeout, false)
+        .await
+        .map(|(report, _)| report)
+}
+
+/// [`probe`] of an address. With `any_source`, a response to the request counts from
+/// whatever address it comes (a multi-homed server may answer from another address than
+/// the one asked); the address it came from is returned with the report.
+pub async fn probe_addr(
+    server: SocketAddr,
+    creds: Option<(String, String)>,
+    sha256: bool,
+    timeout: Duration,
+    any_source: bool,
+) -> Result<(ProbeReport, SocketAddr), ProbeError> {
     let bind: SocketAddr = if server.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {
@@ -164,12 +179,13 @@ pub async fn probe(
         {
             let (len, from) = received?;
             let reply = &buf[..len];
-            if from != server || !is_response_to(reply, &tid) {
+            if (!any_source && from != server) || !is_response_to(reply, &tid) {
                 continue;
             }
             let rtt = sent_at.elapsed();
             let key = password.as_ref().map(|p| (kind, p.as_slice()));
-            return Ok(report(reply, &tid, server, local, rtt, transmissions, key));
+            let report = report(reply, &tid, server, local, rtt, transmissions, key);
+            return Ok((report, from));
         }
         if transmissions == MAX_TRANSMISSIONS || Instant::now() >= deadline {
             return Err(ProbeError::Timeout {

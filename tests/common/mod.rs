@@ -5,6 +5,8 @@
 // these helpers.
 #![allow(clippy::unwrap_used)]
 
+pub(crate) mod coturn;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,19 @@ use std::time::{Duration, Instant};
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_commucat");
 pub(crate) const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The daemon binary: `TEST_COMMUCAT_BIN` when set, else [`BIN`] (not `COMMUCAT_*`:
+/// the daemon refuses unknown settings of its own prefix). A target directory
+/// shared by several checkouts holds whichever checkout built last at [`BIN`]; the
+/// override names this checkout's build (`target/debug/deps/commucat-<hash>`).
+pub(crate) fn bin() -> PathBuf {
+    std::env::var_os("TEST_COMMUCAT_BIN").map_or_else(|| BIN.into(), PathBuf::from)
+}
+
+/// The CLI binary: `TEST_COMMUCAT_CLI` when set, else [`CLI`] (see [`bin`]).
+pub(crate) fn cli() -> PathBuf {
+    std::env::var_os("TEST_COMMUCAT_CLI").map_or_else(|| CLI.into(), PathBuf::from)
+}
 
 pub(crate) struct Daemon {
     child: Option<Child>,
@@ -45,7 +60,7 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 fn command(dir: &Path, config: &str, env: &[(&str, &str)]) -> Command {
     let config_path = dir.join("commucat.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(bin());
     cmd.arg("--config")
         .arg(&config_path)
         .current_dir(dir)
