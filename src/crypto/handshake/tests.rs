@@ -2,70 +2,26 @@ use super::header::HEADER_LEN;
 use super::noise::{MAX_NOISE_MESSAGE_LEN, read_noise, session_keys, write_noise};
 use super::pq::{KEM_CIPHERTEXT_LEN, encapsulate};
 use super::*;
+use crate::crypto::testing::SeededRng;
 use crate::crypto::transport::Transport;
-use core::convert::Infallible;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use ml_kem::array::Array;
 use ml_kem::{DecapsulationKey, KeyExport, MlKem768};
-use rand::{Rng, TryCryptoRng, TryRng};
+use rand::Rng;
 use sha3::{Digest, Sha3_256};
 use zeroize::Zeroizing;
 
 const NOW: u64 = 1_790_000_000;
 
-/// Deterministic byte stream `SHA3-256(label || counter)`: fixes every random input.
-struct TestRng {
-    label: Vec<u8>,
-    counter: u64,
-    block: [u8; 32],
-    used: usize,
-}
+/// Deterministic byte stream `SHA3-256(label || counter)`: fixes every random input
+/// (the same stream the fuzz targets use).
+struct TestRng;
 
 impl TestRng {
-    fn new(label: &str) -> Self {
-        Self {
-            label: label.as_bytes().to_vec(),
-            counter: 0,
-            block: [0; 32],
-            used: 32,
-        }
+    fn new(label: &str) -> SeededRng {
+        SeededRng::new(label.as_bytes())
     }
 }
-
-impl TryRng for TestRng {
-    type Error = Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
-        let mut bytes = [0u8; 4];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
-        let mut bytes = [0u8; 8];
-        self.try_fill_bytes(&mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
-    }
-
-    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
-        for byte in dst {
-            if self.used == 32 {
-                self.block = Sha3_256::new()
-                    .chain_update(&self.label)
-                    .chain_update(self.counter.to_le_bytes())
-                    .finalize()
-                    .into();
-                self.counter += 1;
-                self.used = 0;
-            }
-            *byte = self.block[self.used];
-            self.used += 1;
-        }
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for TestRng {}
 
 fn secret32(label: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
