@@ -15,17 +15,13 @@ const NOW: u64 = 1_790_000_000;
 
 /// Deterministic byte stream `SHA3-256(label || counter)`: fixes every random input
 /// (the same stream the fuzz targets use).
-struct TestRng;
-
-impl TestRng {
-    fn new(label: &str) -> SeededRng {
-        SeededRng::new(label.as_bytes())
-    }
+fn test_rng(label: &str) -> SeededRng {
+    SeededRng::new(label.as_bytes())
 }
 
 fn secret32(label: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
-    TestRng::new(label).fill_bytes(&mut out);
+    test_rng(label).fill_bytes(&mut out);
     out
 }
 
@@ -58,7 +54,7 @@ impl ServerKeys for TestKeys {
 
 fn test_keys() -> TestKeys {
     let mut seed = [0u8; 64];
-    TestRng::new("server-kem").fill_bytes(&mut seed);
+    test_rng("server-kem").fill_bytes(&mut seed);
     TestKeys {
         statics: vec![
             (
@@ -119,7 +115,7 @@ fn params(
 }
 
 fn client(params: ClientParams, label: &str) -> ClientHandshake {
-    ClientHandshake::new(params, &mut TestRng::new(label)).unwrap()
+    ClientHandshake::new(params, &mut test_rng(label)).unwrap()
 }
 
 fn start(
@@ -128,7 +124,7 @@ fn start(
     message1: &[u8],
     label: &str,
 ) -> Result<(ServerStart, Vec<u8>), HandshakeError> {
-    ServerHandshake::start(policy, keys, message1, NOW, &mut TestRng::new(label))
+    ServerHandshake::start(policy, keys, message1, NOW, &mut test_rng(label))
 }
 
 struct Run {
@@ -291,7 +287,7 @@ fn version_2_without_pq_is_refused_on_both_sides() {
     let keys = test_keys();
     let err = ClientHandshake::new(
         params(&keys, Pattern::Xk, Version::V2, false, 2),
-        &mut TestRng::new("c"),
+        &mut test_rng("c"),
     )
     .unwrap_err();
     assert_eq!(
@@ -560,7 +556,7 @@ fn payloads_of_the_wrong_length_close_with_4400() {
         for (version, pq, actual, expected) in cases {
             let c = ClientHandshake::build(
                 params(&keys, pattern, version, pq, 2),
-                &mut TestRng::new("c"),
+                &mut test_rng("c"),
                 |payload| payload.resize(actual, 0x42),
             )
             .unwrap();
@@ -577,7 +573,7 @@ fn an_invalid_ephemeral_kem_key_closes_with_4400() {
     // Coefficients 0xfff exceed q = 3329: FIPS 203's modulus check fails.
     let c = ClientHandshake::build(
         params(&keys, Pattern::Xk, Version::V2, true, 2),
-        &mut TestRng::new("c"),
+        &mut test_rng("c"),
         |payload| payload[KEM_CIPHERTEXT_LEN..KEM_CIPHERTEXT_LEN + 384].fill(0xff),
     )
     .unwrap();
@@ -715,14 +711,14 @@ fn client_refuses_bad_parameters() {
     let mut p = params(&keys, Pattern::Xk, Version::V1, true, 2);
     p.server_kem_public = None;
     assert_eq!(
-        ClientHandshake::new(p, &mut TestRng::new("c"))
+        ClientHandshake::new(p, &mut test_rng("c"))
             .unwrap_err()
             .label(),
         "client_params"
     );
     let mut p = params(&keys, Pattern::Xk, Version::V1, true, 2);
     p.server_kem_public = Some(vec![0u8; 1000]);
-    assert!(ClientHandshake::new(p, &mut TestRng::new("c")).is_err());
+    assert!(ClientHandshake::new(p, &mut test_rng("c")).is_err());
 }
 
 #[test]
@@ -756,7 +752,7 @@ fn a_stock_snow_initiator_interoperates_with_the_responder() {
         pq: true,
     };
     let server_ek = keys.kem.as_ref().unwrap().encapsulation_key().to_bytes();
-    let (ct_s, ss_s) = encapsulate(&server_ek, &mut TestRng::new("kem")).unwrap();
+    let (ct_s, ss_s) = encapsulate(&server_ek, &mut test_rng("kem")).unwrap();
     let client_secret = secret32("client-static");
     let prologue = header.prologue(DEFAULT_PROLOGUE);
     let mut noise = snow::Builder::new("Noise_XK_25519_ChaChaPoly_BLAKE2s".parse().unwrap())
