@@ -90,6 +90,8 @@ pub struct AppState {
     /// Per-source limit of the routes that mint credentials (assist, TURN REST, ICE
     /// servers).
     pub credential_limiter: SourceLimiter,
+    /// `[server] trusted_proxies`, parsed once.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub fec_plans: FecPlanCache,
     pub static_advice: StaticAdvice,
     pub device_keys: DeviceKeyPool,
@@ -135,6 +137,7 @@ impl AppState {
                 table_size: CREDENTIAL_LIMIT_TABLE,
             }),
             device_keys: DeviceKeyPool::default(),
+            trusted_proxies: config.server.trusted_proxy_networks(),
             config,
             endpoints,
             static_keys,

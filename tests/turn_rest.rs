@@ -204,3 +204,36 @@ fn assist_credentials_are_kept_fresh_at_half_their_ttl() {
     ufrags.dedup();
     assert!(ufrags.len() >= 3, "fresh credentials each time: {ufrags:?}");
 }
+
+#[test]
+fn behind_a_trusted_proxy_limits_key_on_the_client_it_names() {
+    async fn assist_from(d: &Daemon, forwarded_for: &str) -> u16 {
+        client()
+            .get(d.url("/api/p2p/assist"))
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    let limits = "[limits]\nassist_rate_per_ip = 1\nassist_burst = 1\n";
+    let behind = daemon(&format!(
+        "[server]\ntrusted_proxies = [\"127.0.0.0/8\"]\n{limits}"
+    ));
+    let open = daemon(limits);
+    runtime().block_on(async {
+        assert_eq!(assist_from(&behind, "198.51.100.1").await, 200);
+        assert_eq!(assist_from(&behind, "198.51.100.1").await, 429);
+        assert_eq!(
+            assist_from(&behind, "198.51.100.2").await,
+            200,
+            "another client"
+        );
+        // A client cannot pick its bucket by prepending addresses.
+        assert_eq!(assist_from(&behind, "203.0.113.5, 198.51.100.1").await, 429);
+        // Without trusted proxies the header is ignored: one bucket for the peer.
+        assert_eq!(assist_from(&open, "198.51.100.1").await, 200);
+        assert_eq!(assist_from(&open, "198.51.100.2").await, 429);
+    });
+}

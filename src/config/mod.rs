@@ -78,6 +78,9 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed: behind
+    /// them, per-source limits key on the client the proxy names.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -89,11 +92,21 @@ impl Default for ServerConfig {
             public_url: None,
             tls_cert: None,
             tls_key: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl ServerConfig {
+    /// `trusted_proxies`, parsed (validation has checked them); a bare address is a
+    /// single-address network.
+    pub fn trusted_proxy_networks(&self) -> Vec<ipnet::IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| parse_network(s))
+            .collect()
+    }
+
     /// Whether the daemon terminates TLS itself (both files are set; validation ensures
     /// that one is never set without the other).
     pub fn tls(&self) -> bool {
@@ -510,4 +523,12 @@ fn first_line(s: &str) -> String {
         .unwrap_or("invalid value")
         .trim()
         .to_string()
+}
+
+/// An address or CIDR network, as `trusted_proxies` takes them.
+pub(crate) fn parse_network(s: &str) -> Option<ipnet::IpNet> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }

@@ -45,6 +45,17 @@ impl Config {
     }
 
     fn validate_server(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self
+            .server
+            .trusted_proxies
+            .iter()
+            .find(|p| super::parse_network(p).is_none())
+        {
+            return Err(ConfigError::new(
+                "server.trusted_proxies",
+                format!("{bad:?} is not an address or CIDR network"),
+            ));
+        }
         if self.server.domain.trim().is_empty() {
             return Err(ConfigError::new("server.domain", "must not be empty"));
         }

@@ -214,6 +214,7 @@ impl Daemon {
                 ),
                 max_connections: state.config.limits.max_http_connections as usize,
                 max_connections_per_ip: state.config.limits.max_http_connections_per_ip as usize,
+                uncapped: state.trusted_proxies.clone(),
                 ..Default::default()
             },
             tls,

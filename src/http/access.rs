@@ -6,6 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipnet::IpNet;
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
@@ -50,22 +53,58 @@ impl IntoResponse for Unauthorized {
     }
 }
 
-/// The address a request came from, as the accept loop recorded it; `None` for
-/// requests handed to the router in process (benchmarks), which no limit applies to.
+/// The client a request came from: the TCP peer the accept loop recorded, or, when that
+/// peer is a trusted proxy (`[server] trusted_proxies`), the client its
+/// `X-Forwarded-For` names. `None` for requests handed to the router in process
+/// (benchmarks), which no limit applies to.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl FromRequestParts<Arc<AppState>> for Peer {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let tcp_peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(Self(tcp_peer.map(|ip| {
+            client_address(ip, &parts.headers, &state.trusted_proxies)
+        })))
     }
+}
+
+/// The rightmost address of `X-Forwarded-For` that is not a trusted proxy, when `peer`
+/// is one; else `peer`. Each trusted hop appends the address it saw, so the entries
+/// right of the first untrusted one were written by proxies we trust, and everything
+/// left of it by the client, who may lie. A malformed entry stops the walk at the last
+/// trusted hop.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|net| net.contains(&ip.to_canonical()));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
+        }
+    }
+    client
 }
 
 /// Takes a token of the credential routes' per-source limit; the refusal renders as
@@ -102,6 +141,31 @@ impl IntoResponse for TooManyRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_trusted_proxies_name_the_client() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.9".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 198.51.100.7, 10.9.9.9"),
+        );
+        // The client may prepend anything; the first untrusted hop from the right counts.
+        assert_eq!(
+            client_address(proxy, &h, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer's header is ignored.
+        assert_eq!(client_address(stranger, &h, &trusted), stranger);
+        // No header, or garbage: the proxy itself.
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+        h.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        assert_eq!(client_address(proxy, &h, &trusted), proxy);
+        // Without trusted proxies nothing changes.
+        assert_eq!(client_address(proxy, &h, &[]), proxy);
+    }
 
     #[test]
     fn tokens_come_from_the_bearer_header_or_the_query() {

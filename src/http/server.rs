@@ -34,11 +34,11 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A connection's place: in the global pool and in its source's share; freed on drop.
 struct Slot {
     _permit: OwnedSemaphorePermit,
-    _held: Held,
+    _held: Option<Held>,
 }
 
 /// How the accept loop protects itself.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeLimits {
     /// A request head must arrive within this; also the keep-alive idle limit.
     pub header_read_timeout: Duration,
@@ -46,6 +46,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// HTTP connections one source (IPv6: one /64; a /48 holds 8 times this) may hold.
     pub max_connections_per_ip: usize,
+    /// Sources the per-source cap does not apply to: trusted proxies.
+    pub uncapped: Vec<ipnet::IpNet>,
     /// After shutdown, how long in-flight requests may take.
     pub drain_timeout: Duration,
 }
@@ -56,6 +58,7 @@ impl Default for ServeLimits {
             header_read_timeout: Duration::from_secs(15),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            uncapped: Vec::new(),
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -107,10 +110,20 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         // One source may not take the whole pool: beyond its share it is closed at once.
-        let Some(held) = per_source.try_hold(peer.ip()) else {
-            tracing::debug!(%peer, "HTTP connection refused: too many from this source");
-            drop(stream);
-            continue;
+        // A trusted proxy carries many clients: only the global cap applies to it.
+        let held = if limits
+            .uncapped
+            .iter()
+            .any(|net| net.contains(&peer.ip().to_canonical()))
+        {
+            None
+        } else {
+            let Some(held) = per_source.try_hold(peer.ip()) else {
+                tracing::debug!(%peer, "HTTP connection refused: too many from this source");
+                drop(stream);
+                continue;
+            };
+            Some(held)
         };
         let permit = Slot {
             _permit: permit,

@@ -20,7 +20,7 @@ pub mod messages;
 pub mod registry;
 pub mod session;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
-use crate::http::access::{authorize, bearer_token, query_token};
+use crate::http::access::{Peer, authorize, bearer_token, query_token};
 use crate::http::problem::Problem;
 use crate::ratelimit::{ConcurrencyCap, RateLimitConfig, SourceLimiter};
 use crate::state::AppState;
@@ -130,8 +130,8 @@ impl Hub {
         self.connections.load(Ordering::Acquire)
     }
 
-    fn allow_connect(&self, peer: SocketAddr) -> bool {
-        self.connect_limiter.allow(peer.ip())
+    fn allow_connect(&self, client: IpAddr) -> bool {
+        self.connect_limiter.allow(client)
     }
 }
 
@@ -150,11 +150,14 @@ async fn connect(
     State(state): State<Arc<AppState>>,
     Extension(hub): Extension<Arc<Hub>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Peer,
     headers: HeaderMap,
     uri: Uri,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !hub.allow_connect(peer) {
+    // Behind a trusted proxy, the client it names; else the TCP peer.
+    let client = client.0.unwrap_or(peer.ip());
+    if !hub.allow_connect(client) {
         state.metrics.connect_rate_limited.inc();
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -172,7 +175,7 @@ async fn connect(
         Ok(grant) => grant,
         Err(refusal) => return refusal.into_response(),
     };
-    let Some(held) = hub.per_source.try_hold(peer.ip()) else {
+    let Some(held) = hub.per_source.try_hold(client) else {
         state.metrics.connect_rate_limited.inc();
         let mut response = Problem::new(
             StatusCode::TOO_MANY_REQUESTS,
