@@ -401,39 +401,10 @@ pub(super) async fn handshake(
     }
 }
 
-/// Parses an HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) to unix seconds.
+/// Parses an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, with the `httpdate` crate) to
+/// unix seconds.
 pub fn parse_http_date(text: &str) -> Option<i64> {
-    let rest = text.trim().split_once(", ")?.1;
-    let mut parts = rest.split(' ');
-    let day: u8 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => ::time::Month::January,
-        "Feb" => ::time::Month::February,
-        "Mar" => ::time::Month::March,
-        "Apr" => ::time::Month::April,
-        "May" => ::time::Month::May,
-        "Jun" => ::time::Month::June,
-        "Jul" => ::time::Month::July,
-        "Aug" => ::time::Month::August,
-        "Sep" => ::time::Month::September,
-        "Oct" => ::time::Month::October,
-        "Nov" => ::time::Month::November,
-        "Dec" => ::time::Month::December,
-        _ => return None,
-    };
-    let year: i32 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let hour: u8 = hms.next()?.parse().ok()?;
-    let minute: u8 = hms.next()?.parse().ok()?;
-    let second: u8 = hms.next()?.parse().ok()?;
-    if parts.next()? != "GMT" {
-        return None;
-    }
-    let date = ::time::Date::from_calendar_date(year, month, day).ok()?;
-    let time = ::time::Time::from_hms(hour, minute, second).ok()?;
-    Some(
-        ::time::PrimitiveDateTime::new(date, time)
-            .assume_utc()
-            .unix_timestamp(),
-    )
+    let at = httpdate::parse_http_date(text.trim()).ok()?;
+    let secs = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
 }
