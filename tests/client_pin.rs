@@ -12,7 +12,7 @@ use commucat::client::connect::{ConnectError, ConnectOptions, connect};
 use commucat::client::http::{ClientError, IdentityError, Rejected, verify_server_info};
 use commucat::discovery::ServerInfo;
 use commucat::keys::IdentityKeys;
-use commucat::keys::bundle::{BundleNoiseKey, key_bundle_text, sign_hex};
+use commucat::keys::bundle::sign_hex;
 
 /// What an attacker on the path serves: the real document with its own Noise key and
 /// ML-DSA key swapped in, re-signed, and the real identity left in `device_ca_public`.
@@ -24,22 +24,7 @@ fn forged(real: &ServerInfo) -> ServerInfo {
     }
     doc.noise_public = hex::encode([0x55; 32]);
     doc.post_quantum.signature_public_hex = attacker.public_hex.clone();
-    let keys: Vec<BundleNoiseKey> = doc
-        .noise_keys
-        .iter()
-        .map(|k| BundleNoiseKey {
-            version: k.version,
-            public_hex: k.public.clone(),
-            valid_after: k.valid_after.clone(),
-            rotates_at: k.rotates_at.clone(),
-            expires_at: k.expires_at.clone(),
-        })
-        .collect();
-    let text = key_bundle_text(
-        &doc.domain,
-        &keys,
-        doc.post_quantum.kem_public_hex.as_deref(),
-    );
+    let text = doc.key_bundle_text();
     doc.post_quantum.key_bundle_signature_hex = sign_hex(&attacker.signing, text.as_bytes());
     doc
 }

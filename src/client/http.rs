@@ -6,9 +6,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::discovery::ServerInfo;
-use crate::keys::bundle::{
-    BundleNoiseKey, VerifyError, decode_verifying_key, key_bundle_text, verify_hex,
-};
+use crate::keys::bundle::{VerifyError, decode_verifying_key, verify_hex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -170,18 +168,7 @@ pub fn verify_server_info(info: &ServerInfo, pin: Option<&str>) -> Result<(), Re
         Some(_) => Rejected::Identity(IdentityError::BadPin),
         None => Rejected::Signature(e),
     })?;
-    let keys: Vec<BundleNoiseKey> = info
-        .noise_keys
-        .iter()
-        .map(|k| BundleNoiseKey {
-            version: k.version,
-            public_hex: k.public.clone(),
-            valid_after: k.valid_after.clone(),
-            rotates_at: k.rotates_at.clone(),
-            expires_at: k.expires_at.clone(),
-        })
-        .collect();
-    let text = key_bundle_text(&info.domain, &keys, pq.kem_public_hex.as_deref());
+    let text = info.key_bundle_text();
     verify_hex(&vk, text.as_bytes(), &pq.key_bundle_signature_hex).map_err(Rejected::Signature)
 }
 

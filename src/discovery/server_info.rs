@@ -97,6 +97,29 @@ pub struct LimitsInfo {
     pub handshake_timeout_seconds: u64,
 }
 
+impl ServerInfo {
+    /// The key bundle text this document's signature covers (docs/protocol.md §2.3),
+    /// rebuilt from its own fields: what a client verifies.
+    pub fn key_bundle_text(&self) -> String {
+        let keys: Vec<BundleNoiseKey> = self
+            .noise_keys
+            .iter()
+            .map(|k| BundleNoiseKey {
+                version: k.version,
+                public_hex: k.public.clone(),
+                valid_after: k.valid_after.clone(),
+                rotates_at: k.rotates_at.clone(),
+                expires_at: k.expires_at.clone(),
+            })
+            .collect();
+        key_bundle_text(
+            &self.domain,
+            &keys,
+            self.post_quantum.kem_public_hex.as_deref(),
+        )
+    }
+}
+
 /// What the document is rendered from, besides the Noise keys: each part from the layer
 /// that owns it (the limits from the layers that enforce them).
 pub struct Sources<'a> {
