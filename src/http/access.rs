@@ -120,6 +120,42 @@ pub fn limit_credentials(state: &AppState, peer: Peer) -> Result<(), TooManyRequ
     Err(TooManyRequests)
 }
 
+/// The gate of every route that mints credentials: the source's limit, then `[auth]`
+/// for `token`.
+pub fn admit_credentials(state: &AppState, peer: Peer, token: Option<&str>) -> Result<(), Refusal> {
+    limit_credentials(state, peer)?;
+    authorize(&state.auth, token)?;
+    Ok(())
+}
+
+/// Why a credential route refused a request.
+#[derive(Debug)]
+pub enum Refusal {
+    Limited(TooManyRequests),
+    Unauthorized(Unauthorized),
+}
+
+impl From<TooManyRequests> for Refusal {
+    fn from(refusal: TooManyRequests) -> Self {
+        Self::Limited(refusal)
+    }
+}
+
+impl From<Unauthorized> for Refusal {
+    fn from(refusal: Unauthorized) -> Self {
+        Self::Unauthorized(refusal)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Limited(r) => r.into_response(),
+            Self::Unauthorized(r) => r.into_response(),
+        }
+    }
+}
+
 /// A request over the per-source limit.
 #[derive(Debug)]
 pub struct TooManyRequests;

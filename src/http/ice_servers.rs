@@ -12,7 +12,7 @@ use rand::RngExt as _;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::access::{Peer, authorize, bearer_token, limit_credentials};
+use super::access::{Peer, admit_credentials, bearer_token};
 use super::assist::wire::IceServer;
 use super::turn_credentials;
 use crate::state::AppState;
@@ -44,10 +44,7 @@ pub async fn get_ice_servers(
     peer: Peer,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(refusal) = limit_credentials(&state, peer) {
-        return refusal.into_response();
-    }
-    if let Err(refusal) = authorize(&state.auth, bearer_token(&headers)) {
+    if let Err(refusal) = admit_credentials(&state, peer, bearer_token(&headers)) {
         return refusal.into_response();
     }
     let now = unix_now();

@@ -89,7 +89,10 @@ pub async fn get_turn(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    answer(&state, peer, &headers, Params::parse(query.as_deref(), b""))
+    if let Err(refusal) = limit_credentials(&state, peer) {
+        return refusal.into_response();
+    }
+    answer(&state, &headers, Params::parse(query.as_deref(), b""))
 }
 
 /// The same, with the parameters in a form-encoded body (as Janus sends them).
@@ -114,22 +117,20 @@ pub async fn post_turn(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // Charged before the body is read: a refused source costs no read.
+    if let Err(refusal) = limit_credentials(&state, peer) {
+        return refusal.into_response();
+    }
     let deadline = Duration::from_secs(state.config.limits.http_body_timeout_seconds);
     match read_body(&headers, body, deadline).await {
-        Ok(body) => answer(
-            &state,
-            peer,
-            &headers,
-            Params::parse(query.as_deref(), &body),
-        ),
+        Ok(body) => answer(&state, &headers, Params::parse(query.as_deref(), &body)),
         Err(problem) => problem.into_response(),
     }
 }
 
-fn answer(state: &AppState, peer: Peer, headers: &HeaderMap, params: Params) -> Response {
-    if let Err(refusal) = limit_credentials(state, peer) {
-        return refusal.into_response();
-    }
+/// The draft's `key` may stand in the body of a POST, so access is decided once the
+/// parameters are read (the source's limit was charged before that).
+fn answer(state: &AppState, headers: &HeaderMap, params: Params) -> Response {
     let token = bearer_token(headers).or(params.key.as_deref());
     if let Err(refusal) = authorize(&state.auth, token) {
         return refusal.into_response();

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::advice::build_response;
 use super::request::{read_request, validate};
 use super::wire::{AssistRequest, AssistResponse};
-use crate::http::access::{Peer, authorize, bearer_token, limit_credentials};
+use crate::http::access::{Peer, admit_credentials, bearer_token};
 use crate::metrics::MethodLabels;
 use crate::state::AppState;
 
@@ -32,8 +32,7 @@ pub async fn get_assist(
     headers: HeaderMap,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "GET");
-    limit_credentials(&state, peer).map_err(IntoResponse::into_response)?;
-    authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
+    admit_credentials(&state, peer, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let params = validate(AssistRequest::default()).map_err(IntoResponse::into_response)?;
     build_response(&state, params)
         .map(Json)
@@ -62,8 +61,7 @@ pub async fn post_assist(
     body: Body,
 ) -> Result<Json<AssistResponse>, Response> {
     count_assist(&state, "POST");
-    limit_credentials(&state, peer).map_err(IntoResponse::into_response)?;
-    authorize(&state.auth, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
+    admit_credentials(&state, peer, bearer_token(&headers)).map_err(IntoResponse::into_response)?;
     let advice = async {
         let deadline = Duration::from_secs(state.config.limits.http_body_timeout_seconds);
         let request = read_request(&headers, body, deadline).await?;
