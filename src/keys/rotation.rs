@@ -193,13 +193,7 @@ mod tests {
 
     #[test]
     fn rotation_keeps_old_key_until_it_expires() {
-        let ring = apply(
-            &NoiseKeyRing::default(),
-            &plan(&NoiseKeyRing::default(), 0, Pruning::Allowed),
-            0,
-            10,
-            5,
-        );
+        let ring = first_ring(0, 10, 5);
         let p = plan(&ring, 10, Pruning::Allowed);
         assert_eq!(p.new_key_version, Some(2));
         let ring = apply(&ring, &p, 10, 10, 5);
@@ -210,6 +204,18 @@ mod tests {
         let ring = apply(&ring, &p, 15, 10, 5);
         assert_eq!(ring.keys().len(), 1);
         assert_eq!(ring.keys()[0].version, 2);
+    }
+
+    /// The ring a first start makes at `now`.
+    fn first_ring(now: u64, interval: u64, grace: u64) -> NoiseKeyRing {
+        let empty = NoiseKeyRing::default();
+        apply(
+            &empty,
+            &plan(&empty, now, Pruning::Allowed),
+            now,
+            interval,
+            grace,
+        )
     }
 
     const DAY: u64 = 86_400;
@@ -248,13 +254,7 @@ mod tests {
     #[test]
     fn a_host_booting_30_days_fast_destroys_no_key_and_recovers_when_ntp_corrects_it() {
         // Keys made at T0; the daemon restarts a day later on a clock 30 days fast.
-        let ring = apply(
-            &NoiseKeyRing::default(),
-            &plan(&NoiseKeyRing::default(), T0, Pruning::Allowed),
-            T0,
-            WEEK,
-            WEEK,
-        );
+        let ring = first_ring(T0, WEEK, WEEK);
         let real = T0 + DAY;
         let fast = real + 30 * DAY;
         // At start nothing is deleted (keys::load holds pruning); a key is minted because
@@ -300,13 +300,7 @@ mod tests {
 
     #[test]
     fn the_newest_key_is_never_pruned() {
-        let ring = apply(
-            &NoiseKeyRing::default(),
-            &plan(&NoiseKeyRing::default(), T0, Pruning::Allowed),
-            T0,
-            10,
-            5,
-        );
+        let ring = first_ring(T0, 10, 5);
         // Long past its expiry the only key stays; a new one is added beside it.
         let later = T0 + 1_000;
         assert_eq!(ring.prunable(later).count(), 0);
@@ -324,13 +318,7 @@ mod tests {
 
     #[test]
     fn a_key_minted_slightly_ahead_is_accepted_within_the_skew() {
-        let ring = apply(
-            &NoiseKeyRing::default(),
-            &plan(&NoiseKeyRing::default(), T0, Pruning::Allowed),
-            T0,
-            WEEK,
-            WEEK,
-        );
+        let ring = first_ring(T0, WEEK, WEEK);
         let behind = T0 - VALID_AFTER_SKEW;
         assert!(ring.lookup(1, behind).is_ok());
         assert_eq!(
