@@ -976,3 +976,101 @@ fn a_pinned_server_identity_is_enforced() {
         }
     });
 }
+
+/// A TCP relay to `upstream` for one connection that can stop reading from the daemon
+/// (`freeze`), as a client that stops reading its socket does.
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (String, std::sync::Arc<tokio::sync::Notify>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
+    let frozen = freeze.clone();
+    tokio::spawn(async move {
+        let (client, _) = listener.accept().await.unwrap();
+        // A small receive window, so the daemon's writes back up soon.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let server = socket.connect(upstream).await.unwrap();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        let mut buf = vec![0u8; 4096];
+        loop {
+            tokio::select! {
+                _ = frozen.notified() => break,
+                n = server_read.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if client_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                },
+            }
+        }
+        // Frozen: hold both sockets open and read nothing more.
+        std::future::pending::<()>().await;
+        drop((server_read, client_write));
+    });
+    (base, freeze)
+}
+
+#[test]
+fn a_session_whose_client_stops_reading_is_dropped_at_the_write_deadline() {
+    // A long idle limit: only the write deadline can end the stalled session. The byte
+    // budget is lifted so that A's signals really reach B's queue.
+    let d = Daemon::start(
+        "[session]\nttl_seconds = 600\n[limits]\nhttp_write_timeout_seconds = 1\nrelay_bytes_per_second = 100000000\n",
+    );
+    runtime().block_on(async {
+        let info = info(&d).await;
+        let (proxied, freeze) = freezable_proxy(d.http).await;
+        let mut a = connect(&d.base(), ConnectOptions::default()).await.unwrap();
+        let mut b = connect_with_info(&proxied, &info, ConnectOptions::default())
+            .await
+            .unwrap();
+        let idb = b.device_id.clone();
+        ping(&mut b, 1).await;
+        freeze.notify_one();
+
+        // About 10 MB for B: far more than the daemon's socket buffers hold, so its
+        // writes to B stall; the queue then fills and A is told `rate_limited`.
+        let body = json!("s".repeat(15_000));
+        let mut refused = 0;
+        for _ in 0..700 {
+            a.send(&ClientMessage::Signal {
+                to: idb.clone(),
+                body: body.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        a.send(&ClientMessage::Lookup {
+            device: idb.clone(),
+        })
+        .await
+        .unwrap();
+        let online = loop {
+            match recv(&mut a).await {
+                ServerMessage::Presence { online, .. } => break online,
+                ServerMessage::Error { code, detail } => {
+                    assert!(
+                        matches!(code, ErrorCode::RateLimited | ErrorCode::PeerOffline),
+                        "{code:?} {detail}"
+                    );
+                    refused += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(refused > 0, "B's writes never backed up");
+        assert!(!online, "a client that reads nothing is still reachable");
+        a.close().await.unwrap();
+        drop(b);
+    });
+}

@@ -418,6 +418,9 @@ pub struct LimitsConfig {
     pub http_header_timeout_seconds: u64,
     /// A request body must arrive within this, once its head has.
     pub http_body_timeout_seconds: u64,
+    /// A response write, or a session's write, that the peer takes no byte of for this
+    /// long closes the connection.
+    pub http_write_timeout_seconds: u64,
     /// HTTP connections open at once (WebSocket sessions leave this pool on upgrade).
     pub max_http_connections: u32,
     /// HTTP connections one source may hold (IPv6 per /64; a /48 holds 8 times this).
@@ -440,6 +443,7 @@ impl Default for LimitsConfig {
             relay_bytes_per_second: 256 * 1024,
             http_header_timeout_seconds: 15,
             http_body_timeout_seconds: 15,
+            http_write_timeout_seconds: 30,
             max_http_connections: 10_000,
             max_http_connections_per_ip: 256,
             max_sessions_per_ip: 1_000,

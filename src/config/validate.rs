@@ -297,6 +297,12 @@ impl Config {
                 "must be between 1 and 3600",
             ));
         }
+        if !(1..=3600).contains(&l.http_write_timeout_seconds) {
+            return Err(ConfigError::new(
+                "limits.http_write_timeout_seconds",
+                "must be between 1 and 3600",
+            ));
+        }
         if l.max_http_connections == 0 {
             return Err(ConfigError::new(
                 "limits.max_http_connections",

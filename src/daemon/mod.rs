@@ -212,6 +212,9 @@ impl Daemon {
                 header_read_timeout: std::time::Duration::from_secs(
                     state.config.limits.http_header_timeout_seconds,
                 ),
+                write_stall_timeout: std::time::Duration::from_secs(
+                    state.config.limits.http_write_timeout_seconds,
+                ),
                 max_connections: state.config.limits.max_http_connections as usize,
                 max_connections_per_ip: state.config.limits.max_http_connections_per_ip as usize,
                 uncapped: state.trusted_proxies.clone(),

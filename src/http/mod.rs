@@ -10,6 +10,7 @@ pub mod ops;
 pub mod problem;
 pub mod server;
 pub mod server_info;
+mod stall;
 pub mod tls;
 mod turn_credentials;
 pub mod turn_rest;

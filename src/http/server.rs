@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 
+use super::stall::StallDeadline;
 use super::tls::ServerTls;
 use crate::ratelimit::{ConcurrencyCap, Held};
 
@@ -42,6 +43,9 @@ struct Slot {
 pub struct ServeLimits {
     /// A request head must arrive within this; also the keep-alive idle limit.
     pub header_read_timeout: Duration,
+    /// A write the peer takes no byte of for this long ends the connection, HTTP or
+    /// upgraded WebSocket alike (`http::stall`).
+    pub write_stall_timeout: Duration,
     /// HTTP connections open at once; WebSocket sessions leave this pool on upgrade.
     pub max_connections: usize,
     /// HTTP connections one source (IPv6: one /64; a /48 holds 8 times this) may hold.
@@ -56,6 +60,7 @@ impl Default for ServeLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(15),
+            write_stall_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             max_connections_per_ip: 256,
             uncapped: Vec::new(),
@@ -130,6 +135,7 @@ pub async fn serve(
             _held: held,
         };
         let _ = stream.set_nodelay(true);
+        let stream = StallDeadline::new(stream, limits.write_stall_timeout);
         let service = app
             .clone()
             .map_request(move |mut req: hyper::Request<Incoming>| {
@@ -180,7 +186,7 @@ struct Builders {
 /// One TLS connection: the handshake within `header_read_timeout`, then HTTP/2 or
 /// HTTP/1.1 as ALPN says.
 async fn serve_tls<S>(
-    stream: TcpStream,
+    stream: StallDeadline<TcpStream>,
     config: Arc<rustls::ServerConfig>,
     builders: Arc<Builders>,
     service: S,

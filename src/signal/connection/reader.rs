@@ -94,6 +94,10 @@ impl Reader<'_> {
                     self.state.metrics.sessions_replaced.inc();
                     return Ending::Close(4409, "replaced by a newer session");
                 }
+                // The writer ended on its own: the socket failed, e.g. the client
+                // stopped reading past the write deadline (`http::stall`). Nothing
+                // more can reach the client; it must not stay reachable.
+                _ = self.outbound.closed() => return Ending::Gone,
                 item = timeout_at(deadline, stream.next()) => item,
             };
             let frame = match item {

@@ -49,7 +49,8 @@ pub(super) async fn write_loop(
                     return;
                 }
             };
-            if sink.feed(Message::Binary(ciphertext.into())).await.is_err() {
+            if let Err(e) = sink.feed(Message::Binary(ciphertext.into())).await {
+                tracing::debug!(error = %e, "session write failed");
                 return;
             }
             batch += 1;
@@ -57,7 +58,8 @@ pub(super) async fn write_loop(
                 next = queue.try_recv().ok();
             }
         }
-        if sink.flush().await.is_err() {
+        if let Err(e) = sink.flush().await {
+            tracing::debug!(error = %e, "session write failed");
             return;
         }
     }
