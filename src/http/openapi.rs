@@ -30,17 +30,46 @@ use crate::ice::candidates::LiteCandidate;
         get_openapi,
         connect_doc,
     ),
-    components(schemas(LiteCandidate))
+    components(schemas(LiteCandidate)),
+    modifiers(&OptionalAssistBody)
 )]
 pub struct ApiDoc;
+
+/// The assist POST body is optional (an empty body is a GET), but not `null`: utoipa
+/// spells "optional" only as `Option<T>`, which would also admit a JSON `null`.
+struct OptionalAssistBody;
+
+impl utoipa::Modify for OptionalAssistBody {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let body = openapi
+            .paths
+            .paths
+            .get_mut("/api/p2p/assist")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.request_body.as_mut());
+        if let Some(utoipa::openapi::RefOr::T(body)) = body {
+            body.required = Some(utoipa::openapi::Required::False);
+        }
+    }
+}
 
 /// WebSocket upgrade for the hybrid handshake (docs/protocol.md §4); binary messages only.
 #[utoipa::path(
     get,
     path = "/api/connect",
+    params(
+        ("Connection" = String, Header, description = "Must include `Upgrade`", pattern = "[Uu][Pp][Gg][Rr][Aa][Dd][Ee]"),
+        ("Upgrade" = String, Header, description = "`websocket`", pattern = "^[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt]$"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`", pattern = "^13$"),
+        ("Sec-WebSocket-Key" = String, Header, description = "16 random bytes, base64 (RFC 6455)", pattern = "^[A-Za-z0-9+/]{22}==$"),
+        ("access_token" = Option<String>, Query, description = "Access token for `[auth] required`, for browsers that cannot set `Authorization`"),
+    ),
     responses(
         (status = 101, description = "Switching to WebSocket; the Noise handshake follows"),
-        (status = 429, description = "Too many connection attempts from this address", content_type = "application/problem+json"),
+        (status = 400, description = "Not a WebSocket upgrade request", content_type = "application/problem+json"),
+        (status = 401, description = "`[auth] required` and no valid access token, or an invalid one", content_type = "application/problem+json"),
+        (status = 426, description = "The connection cannot be upgraded (HTTP/2 without extended CONNECT)", content_type = "application/problem+json"),
+        (status = 429, description = "Too many connection attempts or sessions from this address", content_type = "application/problem+json"),
     )
 )]
 #[allow(dead_code)]

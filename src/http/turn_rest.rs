@@ -39,11 +39,19 @@ pub struct TurnRestCredential {
     pub uris: Vec<String>,
 }
 
-/// The request's parameters: `service`, `username`, `key`.
-#[derive(Debug, Default)]
+/// The request's parameters: `service`, `username`, `key`, from the query string and,
+/// for a POST, a form-encoded body (whose values win).
+#[derive(Debug, Default, ToSchema)]
+#[schema(as = TurnRestParams)]
 struct Params {
+    /// Must be `turn`.
+    #[schema(value_type = String, required = true, pattern = "^turn$")]
     service: Option<String>,
+    /// User id: 1 to 128 printable ASCII characters without `:`; random when omitted.
+    #[schema(value_type = String, required = false, pattern = "^[!-9;-~]{1,128}$")]
     username: Option<String>,
+    /// An access token, as the draft's API key.
+    #[schema(value_type = String, required = false)]
     key: Option<String>,
 }
 
@@ -71,8 +79,8 @@ impl Params {
     get,
     path = "/api/turn",
     params(
-        ("service" = String, Query, description = "Must be `turn`"),
-        ("username" = Option<String>, Query, description = "User id: 1 to 128 printable ASCII characters without `:`; a random one when omitted"),
+        ("service" = String, Query, description = "Must be `turn`", pattern = "^turn$"),
+        ("username" = Option<String>, Query, description = "User id: 1 to 128 printable ASCII characters without `:`; a random one when omitted", pattern = "^[!-9;-~]{1,128}$"),
         ("key" = Option<String>, Query, description = "An access token, as the draft's API key"),
     ),
     responses(
@@ -99,7 +107,7 @@ pub async fn get_turn(
 #[utoipa::path(
     post,
     path = "/api/turn",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`service=turn&username=<id>&key=<token>`"),
+    request_body(content = Params, content_type = "application/x-www-form-urlencoded", description = "`service=turn&username=<id>&key=<token>`; the query's parameters count too, the body's win"),
     responses(
         (status = 200, description = "Credentials", body = TurnRestCredential),
         (status = 400, description = "`service` is not `turn`, or `username` is malformed", content_type = "application/problem+json"),

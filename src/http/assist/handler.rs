@@ -43,6 +43,7 @@ pub async fn get_assist(
 #[utoipa::path(
     post,
     path = "/api/p2p/assist",
+    // Optional (an empty body is a GET): see `openapi::OptionalAssistBody`.
     request_body(content = AssistRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "P2P advice", body = AssistResponse),

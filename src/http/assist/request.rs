@@ -48,11 +48,17 @@ pub(super) async fn read_request(
             "Content-Type must be application/json",
         ));
     }
-    // serde would also accept a positional array for a struct; the contract wants an object.
+    parse(&bytes)
+}
+
+/// The JSON body: an object (400 naming the field otherwise).
+fn parse(bytes: &[u8]) -> Result<AssistRequest, Problem> {
+    // serde would also accept a positional array for a struct (the nested ones are
+    // guarded in `wire`); the contract wants an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(Problem::bad_request("body: must be a JSON object"));
     }
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
@@ -174,6 +180,26 @@ mod tests {
 
     fn detail(r: Result<AssistParams, Problem>) -> String {
         r.err().expect("should fail").detail
+    }
+
+    #[test]
+    fn nested_structs_are_objects_only_and_integers_may_be_written_as_1_0() {
+        let refused = |json: &str| parse(json.as_bytes()).expect_err(json).detail;
+        assert!(refused(r#"{"fec":[1152,0.5]}"#).starts_with("fec: invalid type: sequence"));
+        assert!(refused(r#"{"paths":[["a",1]]}"#).starts_with("paths[0]: invalid type: sequence"));
+        assert!(refused(r#"{"paths":[{"address":"a","port":1.5}]}"#).starts_with("paths[0].port"));
+        assert!(refused(r#"{"min_paths":"2"}"#).starts_with("min_paths"));
+        assert!(
+            refused(r#"{"paths":[{"address":"a","port":1,"priority":-1}]}"#)
+                .starts_with("paths[0].priority")
+        );
+        let r = parse(br#"{"min_paths":2.0,"fec":{"mtu":1200.0},"paths":[{"address":"a","port":571.0,"priority":7.0}]}"#)
+            .unwrap();
+        assert_eq!((r.min_paths, r.fec.unwrap().mtu), (Some(2), Some(1200)));
+        let path = &r.paths.unwrap()[0];
+        assert_eq!((path.port, path.priority), (571, Some(7)));
+        let nulls = parse(br#"{"fec":null,"paths":null,"min_paths":null}"#).unwrap();
+        assert!(nulls.fec.is_none() && nulls.paths.is_none() && nulls.min_paths.is_none());
     }
 
     #[test]
