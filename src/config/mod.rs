@@ -81,6 +81,8 @@ pub struct ServerConfig {
     /// Reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` is believed: behind
     /// them, per-source limits key on the client the proxy names.
     pub trusted_proxies: Vec<String>,
+    /// Connections from `trusted_proxies` start with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +95,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }
     }
 }

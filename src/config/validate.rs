@@ -56,6 +56,12 @@ impl Config {
                 format!("{bad:?} is not an address or CIDR network"),
             ));
         }
+        if self.server.proxy_protocol && self.server.trusted_proxies.is_empty() {
+            return Err(ConfigError::new(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: only their connections carry the header",
+            ));
+        }
         if self.server.domain.trim().is_empty() {
             return Err(ConfigError::new("server.domain", "must not be empty"));
         }

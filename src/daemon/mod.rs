@@ -218,6 +218,7 @@ impl Daemon {
                 max_connections: state.config.limits.max_http_connections as usize,
                 max_connections_per_ip: state.config.limits.max_http_connections_per_ip as usize,
                 uncapped: state.trusted_proxies.clone(),
+                proxy_protocol: state.config.server.proxy_protocol,
                 ..Default::default()
             },
             tls,

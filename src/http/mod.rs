@@ -8,6 +8,7 @@ pub mod ice_servers;
 pub mod openapi;
 pub mod ops;
 pub mod problem;
+mod proxy_header;
 pub mod server;
 pub mod server_info;
 mod stall;

@@ -11,6 +11,7 @@
 //! for that long is closed gracefully (GOAWAY), like an idle HTTP/1.1 keep-alive.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt as _;
 
+use super::proxy_header;
 use super::stall::StallDeadline;
 use super::tls::ServerTls;
 use crate::ratelimit::{ConcurrencyCap, Held};
@@ -52,6 +54,9 @@ pub struct ServeLimits {
     pub max_connections_per_ip: usize,
     /// Sources the per-source cap does not apply to: trusted proxies.
     pub uncapped: Vec<ipnet::IpNet>,
+    /// Connections from `uncapped` sources start with a PROXY protocol header
+    /// (`http::proxy_header`).
+    pub proxy_protocol: bool,
     /// After shutdown, how long in-flight requests may take.
     pub drain_timeout: Duration,
 }
@@ -64,6 +69,7 @@ impl Default for ServeLimits {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             uncapped: Vec::new(),
+            proxy_protocol: false,
             drain_timeout: Duration::from_secs(30),
         }
     }
@@ -115,12 +121,13 @@ pub async fn serve(
             _ = stopped(&mut shutdown) => break,
         };
         // One source may not take the whole pool: beyond its share it is closed at once.
-        // A trusted proxy carries many clients: only the global cap applies to it.
-        let held = if limits
+        // A trusted proxy carries many clients: only the global cap applies to it, and
+        // with the PROXY protocol the client it names gets the per-source cap instead.
+        let trusted = limits
             .uncapped
             .iter()
-            .any(|net| net.contains(&peer.ip().to_canonical()))
-        {
+            .any(|net| net.contains(&peer.ip().to_canonical()));
+        let held = if trusted {
             None
         } else {
             let Some(held) = per_source.try_hold(peer.ip()) else {
@@ -130,39 +137,35 @@ pub async fn serve(
             };
             Some(held)
         };
-        let permit = Slot {
-            _permit: permit,
-            _held: held,
-        };
         let _ = stream.set_nodelay(true);
-        let stream = StallDeadline::new(stream, limits.write_stall_timeout);
-        let service = app
-            .clone()
-            .map_request(move |mut req: hyper::Request<Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
+        let connection = Accepted {
+            stream,
+            peer,
+            slot: Slot {
+                _permit: permit,
+                _held: held,
+            },
+        };
+        let serving = Serving {
+            app: app.clone(),
+            builders: builders.clone(),
+            tls: tls.as_ref().map(|tls| tls.config()),
+            header_read_timeout: limits.header_read_timeout,
+            write_stall_timeout: limits.write_stall_timeout,
+            stop: shutdown.clone(),
+        };
+        if trusted && limits.proxy_protocol {
+            let per_source = per_source.clone();
+            connections.spawn(async move {
+                if let Some(connection) = connection
+                    .behind_proxy(&per_source, serving.header_read_timeout)
+                    .await
+                {
+                    serving.serve(connection).await;
+                }
             });
-        let service = TowerToHyperService::new(service);
-        let stop = shutdown.clone();
-        match &tls {
-            None => {
-                let connection = builders
-                    .http1
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades();
-                connections.spawn(drive(connection, stop, None, permit));
-            }
-            Some(tls) => {
-                connections.spawn(serve_tls(
-                    stream,
-                    tls.config(),
-                    builders.clone(),
-                    service,
-                    limits.header_read_timeout,
-                    stop,
-                    permit,
-                ));
-            }
+        } else {
+            connections.spawn(serving.serve(connection));
         }
         // Reap finished connection tasks so the set does not grow.
         while connections.try_join_next().is_some() {}
@@ -181,6 +184,87 @@ pub async fn serve(
 struct Builders {
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+/// An accepted connection, its peer, and its place in the pool.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+}
+
+impl Accepted {
+    /// Reads the PROXY header a trusted proxy sends first: the client it names becomes
+    /// the peer, under the per-source cap. `None`: the connection is dropped.
+    async fn behind_proxy(
+        mut self,
+        per_source: &Arc<ConcurrencyCap>,
+        limit: Duration,
+    ) -> Option<Self> {
+        match proxy_header::read(&mut self.stream, limit).await {
+            Ok(None) => Some(self),
+            Ok(Some(client)) => {
+                let Some(held) = per_source.try_hold(client.ip()) else {
+                    tracing::debug!(%client, "proxied connection refused: too many from this source");
+                    return None;
+                };
+                self.slot._held = Some(held);
+                self.peer = client;
+                Some(self)
+            }
+            Err(e) => {
+                tracing::debug!(peer = %self.peer, error = %e, "trusted proxy's connection refused");
+                None
+            }
+        }
+    }
+}
+
+/// What serving one connection takes.
+struct Serving {
+    app: Router,
+    builders: Arc<Builders>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    header_read_timeout: Duration,
+    write_stall_timeout: Duration,
+    stop: watch::Receiver<bool>,
+}
+
+impl Serving {
+    /// HTTP/1.1 (with upgrades) on a plain connection, or TLS then what ALPN chose.
+    async fn serve(self, connection: Accepted) {
+        let peer = connection.peer;
+        let service = self
+            .app
+            .map_request(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let service = TowerToHyperService::new(service);
+        let stream = StallDeadline::new(connection.stream, self.write_stall_timeout);
+        match self.tls {
+            None => {
+                let http = self
+                    .builders
+                    .http1
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                drive(http, self.stop, None, connection.slot).await;
+            }
+            Some(config) => {
+                serve_tls(
+                    stream,
+                    config,
+                    self.builders,
+                    service,
+                    self.header_read_timeout,
+                    self.stop,
+                    connection.slot,
+                )
+                .await;
+            }
+        }
+    }
 }
 
 /// One TLS connection: the handshake within `header_read_timeout`, then HTTP/2 or
