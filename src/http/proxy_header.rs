@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ppp::{HeaderResult, PartialResult as _, v1, v2};
+use ppp::{HeaderResult, v1, v2};
 use tokio::net::TcpStream;
 
 /// Longest header accepted: version 1 is at most 107 bytes; version 2 carries TLVs
