@@ -149,6 +149,7 @@ impl KeyStore {
             tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "state directory is accessible to group or others; chmod 700 it");
         }
         let lock = lock_exclusively(dir)?;
+        remove_stale_temp_files(dir);
         Ok(Self {
             dir: dir.to_path_buf(),
             _lock: std::sync::Arc::new(lock),
@@ -311,7 +312,7 @@ impl KeyStore {
     /// Temp file (0600, exclusive) → write → fsync → rename → fsync directory.
     pub fn write_atomic(&self, name: &str, contents: &[u8]) -> Result<(), KeyStoreError> {
         let target = self.path(name);
-        let tmp = self.path(&format!(".{name}.tmp.{}", std::process::id()));
+        let tmp = self.path(&format!(".{name}{TEMP_INFIX}{}", std::process::id()));
         let _ = fs::remove_file(&tmp);
         let result = (|| {
             let mut f = OpenOptions::new()
@@ -331,9 +332,44 @@ impl KeyStore {
     }
 }
 
+/// Temp files are `.<name>.tmp.<pid>`.
+const TEMP_INFIX: &str = ".tmp.";
+
+/// A process killed between creating and renaming a temp file leaves it behind; whoever
+/// holds the directory lock owns every temp file in it, so they are all stale. Best
+/// effort: a leftover costs a few bytes, never a key.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let is_temp = name
+            .to_str()
+            .is_some_and(|n| n.starts_with('.') && n.contains(TEMP_INFIX));
+        if is_temp && let Err(e) = fs::remove_file(entry.path()) {
+            tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove a stale temp file");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_of_a_killed_writer_are_removed_when_the_lock_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        store.write_atomic("kem.seed", &[7; 64]).unwrap();
+        drop(store);
+        let stale = dir.path().join(".noise_keys.json.tmp.999999");
+        fs::write(&stale, b"half a ring").unwrap();
+        let store = KeyStore::open(dir.path()).unwrap();
+        assert!(!stale.exists());
+        assert_eq!(fs::read(dir.path().join("kem.seed")).unwrap(), [7; 64]);
+        drop(store);
+    }
 
     #[test]
     fn secrets_round_trip_with_mode_0600() {
