@@ -27,7 +27,7 @@ async fn handshake_with(d: &Daemon, info: &ServerInfo, version: u32) {
         key_version: Some(version),
         ..ConnectOptions::default()
     };
-    let mut session = connect_with_info(&d.base(), info, options)
+    let session = connect_with_info(&d.base(), info, options)
         .await
         .unwrap_or_else(|e| panic!("key version {version} refused: {e}"));
     session.close().await.unwrap();
