@@ -204,7 +204,10 @@ export class Session extends Emitter<SessionEvents> {
     const link = this.link;
     if (link) {
       link.channel.close(1000, 'closed by the client');
-      await Promise.race([link.channel.socketClosed, new Promise((r) => setTimeout(r, 2_000))]);
+      // Bounded: on a dead network the socket may never report its close.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([link.channel.socketClosed, new Promise((r) => (timer = setTimeout(r, 2_000)))]);
+      clearTimeout(timer);
     } else if (!this.closeEmitted) {
       this.closeEmitted = true;
       this.emit('close', { code: 1000, reason: 'closed by the client', willReconnect: false });

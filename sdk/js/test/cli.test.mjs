@@ -65,7 +65,9 @@ function chat(url, to, extra = []) {
     },
     async stop() {
       child.stdin.end();
-      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r('timeout'), 5_000))]);
+      let timer;
+      const code = await Promise.race([exited, new Promise((r) => (timer = setTimeout(() => r('timeout'), 5_000)))]);
+      clearTimeout(timer);
       if (code === 'timeout') {
         child.kill('SIGTERM');
         return exited;

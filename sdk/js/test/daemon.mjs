@@ -121,8 +121,12 @@ export class Daemon {
   async stop() {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
     this.child.kill('SIGTERM');
-    const timeout = new Promise((r) => setTimeout(() => r(null), STOP_TIMEOUT_MS));
+    let timer;
+    const timeout = new Promise((r) => {
+      timer = setTimeout(() => r(null), STOP_TIMEOUT_MS);
+    });
     const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
     if (result === null) {
       this.child.kill('SIGKILL');
       return this.exited;
