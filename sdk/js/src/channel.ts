@@ -167,9 +167,9 @@ export class Channel {
   }
 
   send(bytes: Uint8Array): void {
-    if (this.closed || this.socket.readyState !== OPEN) {
-      throw new CommuCatError('not_connected', 'the connection is closed');
-    }
+    // The server may close right after the upgrade (4429): report its code, not ours.
+    if (this.closed) throw closedError(this.closed.code, this.closed.reason);
+    if (this.socket.readyState !== OPEN) throw new CommuCatError('not_connected', 'the connection is closed');
     this.socket.send(bytes);
   }
 

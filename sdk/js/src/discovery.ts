@@ -122,19 +122,19 @@ export function keyBundleText(info: Pick<ServerInfo, 'domain' | 'noise_keys' | '
  */
 export function verifyServerInfo(info: ServerInfo, serverIdentity?: string): void {
   const published = info.post_quantum.signature_public_hex.toLowerCase();
-  // Both fields name the one identity key (§1); a document where they differ would let
-  // certificates be checked with a key the bundle signature never vouched for.
-  if (info.device_ca_public.toLowerCase() !== published) {
-    throw new CommuCatError('bad_response', 'server-info: device_ca_public differs from signature_public_hex');
-  }
   let verifier = published;
   if (serverIdentity !== undefined) {
     const pin = serverIdentity.toLowerCase();
     hexToBytes(pin, 'serverIdentity', SIGNATURE_PUBLIC_LEN);
-    if (pin !== published) {
+    if (pin !== published || pin !== info.device_ca_public.toLowerCase()) {
       throw new CommuCatError('pin_mismatch', 'server-info names another identity key than the pinned one');
     }
     verifier = pin;
+  }
+  // Both fields name the one identity key (§1); a document where they differ would let
+  // certificates be checked with a key the bundle signature never vouched for.
+  if (info.device_ca_public.toLowerCase() !== published) {
+    throw new CommuCatError('bad_response', 'server-info: device_ca_public differs from signature_public_hex');
   }
   const ok = ml_dsa65.verify(
     hexToBytes(info.post_quantum.key_bundle_signature_hex, 'key_bundle_signature_hex', SIGNATURE_LEN),

@@ -28,13 +28,20 @@ export function indexedDbKeyStore(name = 'commucat-device', record = 'device'): 
         const store = tx.objectStore(STORE);
         const existing: unknown = await request(store.get(record));
         if (existing instanceof Uint8Array && existing.length === 32) return existing;
+        if (existing !== undefined) throw new CommuCatError('invalid_argument', `IndexedDB ${name} holds no 32-byte key`);
         const key = generateDeviceKey();
-        // `add`, not `put`: a second tab that raced us keeps the first key.
-        await request(store.add(key, record));
-        return key;
+        try {
+          // `add`, not `put`: never overwrite a key another tab stored meanwhile.
+          await request(store.add(key, record));
+          return key;
+        } catch {
+          key.fill(0);
+        }
       } finally {
         db.close();
       }
+      // Another tab won the race: use its key.
+      return this.load();
     },
   };
 }

@@ -287,14 +287,23 @@ export class Session extends Emitter<SessionEvents> {
   private dispatch(message: Record<string, unknown>): void {
     switch (message['type']) {
       case 'signal':
-        this.emit('signal', { from: checkFrom(message['from']), body: message['body'] });
+      case 'relay': {
+        // A malformed delivery is dropped, not fatal: the request FIFO is still in step.
+        let event: { from: string; body: unknown } | { from: string; data: Uint8Array };
+        try {
+          const from = checkFrom(message['from']);
+          event =
+            message['type'] === 'signal'
+              ? { from, body: message['body'] }
+              : { from, data: fromBase64(message['data'] as string, 'relay data') };
+        } catch (error) {
+          this.emit('error', error as CommuCatError);
+          return;
+        }
+        if ('data' in event) this.emit('relay', event);
+        else this.emit('signal', event);
         return;
-      case 'relay':
-        this.emit('relay', {
-          from: checkFrom(message['from']),
-          data: fromBase64(message['data'] as string, 'relay data'),
-        });
-        return;
+      }
       case 'pong': {
         const head = this.expect('ping');
         if (head.id !== message['id']) throw new CommuCatError('protocol', 'pong for another ping');

@@ -92,6 +92,23 @@ describe('server-info', () => {
     );
   });
 
+  test('the pinned key left in device_ca_public does not vouch for a bundle another key signed', async () => {
+    const info = await getServerInfo(d.url);
+    const attacker = ml_dsa65.keygen(new Uint8Array(32).fill(9));
+    const forge = (b) => {
+      b.noise_keys[0].public = '55'.repeat(32);
+      b.post_quantum.signature_public_hex = hex(attacker.publicKey);
+      b.post_quantum.key_bundle_signature_hex = hex(
+        ml_dsa65.sign(new TextEncoder().encode(keyBundleText(b)), attacker.secretKey),
+      );
+    };
+    await assert.rejects(
+      getServerInfo(d.url, { fetch: editingFetch(forge), serverIdentity: info.device_ca_public }),
+      { code: 'pin_mismatch' },
+    );
+    await assert.rejects(getServerInfo(d.url, { fetch: editingFetch(forge) }), { code: 'bad_response' });
+  });
+
   test('a signature by the pinned key over another text is refused', async () => {
     // The signature field of one daemon pasted into the other's document, keys matching the pin.
     const stolen = (await getServerInfo(other.url)).post_quantum.key_bundle_signature_hex;

@@ -194,6 +194,24 @@ describe('daemon with [crypto] require_pq = true', () => {
   });
 });
 
+describe('a full server', () => {
+  let d;
+  before(async () => {
+    d = await Daemon.start('[limits]\nmax_sessions = 1\n');
+  });
+  after(() => d?.dispose());
+
+  test('a connection over the limit closes with 4429', async () => {
+    const first = await connect(d.url, { WebSocket, keepalive: false });
+    await assert.rejects(connect(d.url, { WebSocket, keepalive: false }), (e) => {
+      assert.equal(e.code, 'server_full');
+      assert.equal(e.closeCode, 4429);
+      return true;
+    });
+    await first.close();
+  });
+});
+
 describe('idle sessions', () => {
   let d;
   before(async () => {
