@@ -169,7 +169,9 @@ export class Channel {
   send(bytes: Uint8Array): void {
     // The server may close right after the upgrade (4429): report its code, not ours.
     if (this.closed) throw closedError(this.closed.code, this.closed.reason);
-    if (this.socket.readyState !== OPEN) throw new CommuCatError('not_connected', 'the connection is closed');
+    // Closing but its close event not yet delivered: discard, as browsers do; that event
+    // follows and settles everything waiting with the server's code.
+    if (this.socket.readyState !== OPEN) return;
     this.socket.send(bytes);
   }
 
