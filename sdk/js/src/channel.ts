@@ -32,6 +32,7 @@ export class Channel {
   private waiter: { resolve: (m: Uint8Array) => void; reject: (e: Error) => void } | null = null;
   private consumer: ((message: Uint8Array) => void) | null = null;
   private closeListener: ((close: ChannelClose) => void) | null = null;
+  private lastError = '';
   /** Set once the socket is closed (or we decided it is). */
   closed: ChannelClose | null = null;
   /** Resolves when the socket itself has reported its close. */
@@ -49,7 +50,13 @@ export class Channel {
       this.markSocketClosed();
       this.onClosed({ code: event.code ?? 1006, reason: event.reason ?? '' });
     });
-    // An error event is always followed by close; the close carries the code.
+    // An error event is always followed by close, which carries the code. The listener
+    // must exist all the same: an EventEmitter-based WebSocket (the `ws` package) throws
+    // an 'error' nobody listens to.
+    socket.addEventListener('error', (event: { message?: unknown }) => {
+      // Browsers say nothing here; `ws` says why (e.g. "Unexpected server response: 429").
+      if (typeof event?.message === 'string') this.lastError = event.message;
+    });
   }
 
   /** Opens `url`, bounded by `timeoutMs`. */
@@ -82,7 +89,9 @@ export class Channel {
         clearTimeout(timer);
         reject(
           close.code === 1006
-            ? new CommuCatError('websocket', `${url}: the WebSocket could not be opened`, { closeCode: 1006 })
+            ? new CommuCatError('websocket', `${url}: the WebSocket could not be opened ${channel.lastError}`.trim(), {
+                closeCode: 1006,
+              })
             : closedError(close.code, close.reason),
         );
       };

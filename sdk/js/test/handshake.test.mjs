@@ -212,6 +212,20 @@ describe('a full server', () => {
   });
 });
 
+describe('a refused upgrade', () => {
+  let d;
+  before(async () => {
+    d = await Daemon.start('[limits]\nconnect_rate_per_ip = 1\nconnect_burst = 1\n');
+  });
+  after(() => d?.dispose());
+
+  test('HTTP 429 on the upgrade is a websocket error, not a crash', async () => {
+    const first = await connect(d.url, { WebSocket, keepalive: false });
+    await assert.rejects(connect(d.url, { WebSocket, keepalive: false }), { code: 'websocket' });
+    await first.close();
+  });
+});
+
 describe('idle sessions', () => {
   let d;
   before(async () => {
