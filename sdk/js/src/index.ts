@@ -24,3 +24,5 @@ export { ClientHandshake, encodeHeader, parseServerHello } from './handshake.js'
 export { deriveSessionKeys, ratchetKey } from './kdf.js';
 export type { SessionKeys } from './kdf.js';
 export { Sealer, Opener, clientTransport, MAX_CIPHERTEXT_LEN, REKEY_INTERVAL } from './transport.js';
+export { connectPeer, isPeerSignal, PeerConnection, PEER_SIGNAL_TAG } from './peer.js';
+export type { PeerOptions, PeerEvents, PeerPath, CandidatePair } from './peer.js';
