@@ -88,6 +88,21 @@ describe('connectPeer', () => {
     }
   });
 
+  test('both sides may start at once (perfect negotiation)', async () => {
+    const options = { RTCPeerConnection: wrtc.RTCPeerConnection };
+    const [pa, pb] = await Promise.all([connectPeer(a, b.deviceId, options), connectPeer(b, a.deviceId, options)]);
+    try {
+      assert.equal(await pa.ready(), 'p2p');
+      assert.equal(await pb.ready(), 'p2p');
+      const got = nextEvent(pb, 'message');
+      pa.send(new TextEncoder().encode('glare resolved'));
+      assert.equal(new TextDecoder().decode(await got), 'glare resolved');
+    } finally {
+      pa.close();
+      pb.close();
+    }
+  });
+
   test('when ICE cannot connect, the relay path delivers', async () => {
     const options = { RTCPeerConnection: Deaf, connectTimeoutMs: 2_000 };
     const pending = answerer(b, a.deviceId, options);
