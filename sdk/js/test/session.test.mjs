@@ -188,3 +188,50 @@ describe('reconnect', () => {
     }
   });
 });
+
+describe('liveness and refresh', () => {
+  test('assist is refreshed at half of its credential lifetime', async () => {
+    const d = await Daemon.start('[ice]\ncredential_ttl = 2\n');
+    const s = await connect(d.url, { WebSocket, keepalive: false, assist: true });
+    try {
+      const first = s.assist.ice.username_fragment;
+      const started = Date.now();
+      const fresh = await nextEvent(s, 'assist', 5_000);
+      const elapsed = Date.now() - started;
+      assert.ok(elapsed >= 700 && elapsed <= 3_000, `refreshed after ${elapsed} ms`);
+      assert.notEqual(fresh.ice.username_fragment, first);
+      assert.equal(s.assist, fresh);
+    } finally {
+      await s.close();
+      await d.dispose();
+    }
+  });
+
+  test('a server that stops answering is detected by the keepalive, and the session reconnects', async () => {
+    const d = await Daemon.start('[session]\nttl_seconds = 30\nkeepalive_interval = 1\n');
+    const s = await connect(d.url, {
+      WebSocket,
+      timeoutMs: 2_000,
+      reconnect: { initialDelayMs: 100, maxDelayMs: 500 },
+    });
+    try {
+      const first = s.sessionId;
+      const closed = nextEvent(s, 'close', 10_000);
+      const reconnected = nextEvent(s, 'reconnect', 30_000);
+      // Frozen, not dead: the TCP connection stays open, only the answers stop.
+      d.child.kill('SIGSTOP');
+      const event = await closed;
+      assert.equal(event.code, 4408);
+      assert.equal(event.reason, 'keepalive timeout');
+      assert.equal(event.willReconnect, true);
+      d.child.kill('SIGCONT');
+      const r = await reconnected;
+      assert.notEqual(r.sessionId, first);
+      assert.ok((await s.ping()) >= 0);
+    } finally {
+      d.child.kill('SIGCONT');
+      await s.close();
+      await d.dispose();
+    }
+  });
+});
