@@ -41,8 +41,4 @@ export class Emitter<Events extends object> {
       }
     }
   }
-
-  protected listenerCount(type: keyof Events): number {
-    return this.listeners.get(type)?.size ?? 0;
-  }
 }
