@@ -37,7 +37,7 @@ function seeded(label) {
 const secret = (label) => seeded(label)(32);
 
 /** The responder side, as src/crypto/handshake/server.rs draws its randomness. */
-function respond(c, message1, serverStatic, kem) {
+function respond(c, message1, serverStatic, kem, editHello = (h) => h, editPayload = (p) => p) {
   const random = seeded('server');
   const header = message1.subarray(0, 7);
   assert.deepEqual(header, encodeHeader(c.version, c.pattern, c.key_version, c.pq));
@@ -59,7 +59,7 @@ function respond(c, message1, serverStatic, kem) {
   }
   const sessionId = hex(random(16));
   const hello = `{"session_id":"${sessionId}","pq":${c.pq},"key_version":${c.key_version},"ttl_seconds":120,"keepalive_interval":30}`;
-  const message2 = noise.writeMessage(new Uint8Array([...ctE, ...utf8(hello)]));
+  const message2 = noise.writeMessage(editPayload(new Uint8Array([...ctE, ...utf8(editHello(hello))])));
   return { noise, message2, ssS, ssE };
 }
 
@@ -95,3 +95,71 @@ for (const c of vectors.handshakes.cases) {
     assert.equal(hex(sealer.seal(utf8('{"type":"ping","id":1}'))), c.first_ping, 'first ping');
   });
 }
+
+/** A fresh client and the matching responder inputs of the first known-answer case. */
+function setup(c) {
+  const serverStatic = secret('server-static-2');
+  const kem = ml_kem768.keygen(seeded('server-kem')(64));
+  const client = new ClientHandshake({
+    pattern: c.pattern,
+    version: c.version,
+    pq: c.pq,
+    keyVersion: c.key_version,
+    serverStatic: x25519.getPublicKey(serverStatic),
+    serverKem: kem.publicKey,
+    clientSecret: secret('client-static'),
+    random: seeded('client'),
+  });
+  return { client, serverStatic, kem };
+}
+
+test('the client accepts message 2 only as reading R4.3 says', () => {
+  const hellos = [
+    (h) => h.replace(/"pq":(true|false)/, (_, v) => `"pq":${v === 'true' ? 'false' : 'true'}`),
+    (h) => h.replace('"key_version":2', '"key_version":1'),
+    (h) => h.replace(/"session_id":"([0-9a-f]{32})"/, (_, id) => `"session_id":"${id.toUpperCase()}"`),
+    (h) => h.replace(/"session_id":"([0-9a-f]{32})"/, (_, id) => `"session_id":"${id.slice(2)}"`),
+    (h) => h.replace('"ttl_seconds":120', '"ttl_seconds":"120"'),
+    (h) => h.replace('"keepalive_interval":30', '"keepalive_interval":-1'),
+    (h) => h.slice(0, -1),
+    () => '[1,2]',
+  ];
+  for (const c of vectors.handshakes.cases) {
+    for (const edit of hellos) {
+      const { client, serverStatic, kem } = setup(c);
+      const { message2 } = respond(c, client.message1, serverStatic, kem, edit);
+      assert.throws(() => client.readMessage2(message2), { code: 'malformed' }, `${c.pattern}: ${edit}`);
+    }
+    // Unknown fields are ignored.
+    const { client, serverStatic, kem } = setup(c);
+    const { message2 } = respond(c, client.message1, serverStatic, kem, (h) => h.replace('{', '{"extra":[1],'));
+    assert.equal(client.readMessage2(message2).hello.key_version, 2);
+  }
+});
+
+test('message 2 that is truncated, tampered or lacks ct_e is refused', () => {
+  const [xkV2] = vectors.handshakes.cases;
+  {
+    const { client, serverStatic, kem } = setup(xkV2);
+    const { message2 } = respond(xkV2, client.message1, serverStatic, kem);
+    assert.throws(() => client.readMessage2(message2.subarray(0, 40)), { code: 'malformed' });
+  }
+  {
+    const { client, serverStatic, kem } = setup(xkV2);
+    const { message2 } = respond(xkV2, client.message1, serverStatic, kem);
+    const tampered = message2.slice();
+    tampered[100] ^= 1;
+    assert.throws(() => client.readMessage2(tampered), { code: 'decrypt_failed' });
+  }
+  {
+    // A version 2 payload of only a few bytes: no room for ct_e.
+    const { client, serverStatic, kem } = setup(xkV2);
+    const { message2 } = respond(xkV2, client.message1, serverStatic, kem, (h) => h, (p) => p.subarray(0, 100));
+    assert.throws(() => client.readMessage2(message2), { code: 'malformed' });
+  }
+  {
+    // Over Noise's 65535-byte limit.
+    const { client } = setup(xkV2);
+    assert.throws(() => client.readMessage2(new Uint8Array(65_536)), { code: 'malformed' });
+  }
+});

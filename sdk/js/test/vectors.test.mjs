@@ -82,6 +82,17 @@ test('the ratchet turns after every 4096th message of a direction', () => {
   assert.equal(opener.counter, 8194);
 });
 
+test('transport length limits', () => {
+  const keys = keysFor('classical');
+  const { sealer, opener } = clientTransport(keys);
+  assert.throws(() => sealer.seal(new Uint8Array(65_536)), { code: 'too_large' });
+  assert.equal(sealer.seal(new Uint8Array(65_535)).length, 65_551);
+  assert.throws(() => opener.open(new Uint8Array(65_552)), { code: 'malformed' });
+  assert.throws(() => opener.open(new Uint8Array(15)), { code: 'decrypt_failed' });
+  // A failed open leaves the counter where it was.
+  assert.equal(opener.counter, 0);
+});
+
 // The ICE and TURN known answers are derivations the server makes; the SDK does not
 // compute them, so they are reproduced here with the same primitives the SDK ships
 // (@noble/hashes), which keeps the shared file checked in full by this suite.
