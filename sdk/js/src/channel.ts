@@ -91,6 +91,8 @@ export class Channel {
           close.code === 1006
             ? new CommuCatError('websocket', `${url}: the WebSocket could not be opened ${channel.lastError}`.trim(), {
                 closeCode: 1006,
+                // `ws` names the HTTP status of a refused upgrade (401, 429); browsers do not.
+                ...upgradeStatus(channel.lastError),
               })
             : closedError(close.code, close.reason),
         );
@@ -196,4 +198,9 @@ export class Channel {
     }
     this.onClosed({ code, reason });
   }
+}
+
+function upgradeStatus(message: string): { status?: number } {
+  const match = /Unexpected server response: (\d{3})/.exec(message);
+  return match ? { status: Number(match[1]) } : {};
 }

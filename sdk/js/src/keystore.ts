@@ -42,7 +42,8 @@ export async function resolveDeviceKey(source: DeviceKeySource | undefined): Pro
     if (!(key instanceof Uint8Array) || key.length !== DEVICE_KEY_LEN) {
       throw new CommuCatError('invalid_argument', 'the device key store returned no 32-byte key');
     }
-    return key;
+    // A copy: the session wipes its key on close, and a store may keep its own.
+    return key.slice();
   }
   throw new CommuCatError('invalid_argument', 'deviceKey must be 32 bytes, "ephemeral" or a DeviceKeyStore');
 }

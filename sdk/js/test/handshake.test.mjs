@@ -221,7 +221,7 @@ describe('a refused upgrade', () => {
 
   test('HTTP 429 on the upgrade is a websocket error, not a crash', async () => {
     const first = await connect(d.url, { WebSocket, keepalive: false });
-    await assert.rejects(connect(d.url, { WebSocket, keepalive: false }), { code: 'websocket' });
+    await assert.rejects(connect(d.url, { WebSocket, keepalive: false }), { code: 'websocket', status: 429 });
     await first.close();
   });
 });

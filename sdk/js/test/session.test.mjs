@@ -189,6 +189,27 @@ describe('reconnect', () => {
   });
 });
 
+describe('access tokens', () => {
+  let d;
+  const token = 'sdk-test-token-0123456789';
+  before(async () => {
+    d = await Daemon.start(`[auth]\nrequired = true\ntokens = ["${token}"]\n`);
+  });
+  after(() => d?.dispose());
+
+  test('with [auth] required, connect and assist need the token', async () => {
+    await assert.rejects(connect(d.url, { WebSocket, keepalive: false }), { code: 'websocket', status: 401 });
+    await assert.rejects(connect(d.url, { WebSocket, keepalive: false, assist: true, accessToken: 'wrong-token-0123456789' }), {
+      code: 'websocket',
+      status: 401,
+    });
+    const s = await connect(d.url, { WebSocket, keepalive: false, assist: true, accessToken: token });
+    assert.ok(s.assist.ice.ice_servers.length >= 1);
+    assert.ok((await s.ping()) >= 0);
+    await s.close();
+  });
+});
+
 describe('liveness and refresh', () => {
   test('assist is refreshed at half of its credential lifetime', async () => {
     const d = await Daemon.start('[ice]\ncredential_ttl = 2\n');
