@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import wrtc from '@roamhq/wrtc';
 import { Daemon } from './daemon.mjs';
+import { Coturn } from './coturn.mjs';
 import { WebSocket, nextEvent } from './helpers.mjs';
 import { connect, connectPeer, isPeerSignal } from '../dist/index.js';
 
@@ -118,6 +119,47 @@ describe('connectPeer', () => {
       const back = nextEvent(pa, 'message');
       pb.send(new TextEncoder().encode('via relay'));
       assert.equal(new TextDecoder().decode(await back), 'via relay');
+    } finally {
+      pa.close();
+      pb.close();
+    }
+  });
+});
+
+describe('connectPeer through TURN', () => {
+  let coturn;
+  let d;
+  let a;
+  let b;
+  before(async () => {
+    const secret = 'sdk-turn-secret';
+    coturn = await Coturn.start(secret);
+    d = await Daemon.start(`[[ice.turn]]\nurls = ["turn:127.0.0.1:${coturn.port}?transport=udp"]\nsecret = "${secret}"\n`);
+    a = await connect(d.url, { WebSocket, assist: true, keepalive: false });
+    b = await connect(d.url, { WebSocket, assist: true, keepalive: false });
+  });
+  after(async () => {
+    await a?.close();
+    await b?.close();
+    await d?.dispose();
+    await coturn?.stop();
+  });
+
+  test("iceTransportPolicy 'relay' connects through coturn with assist's credentials", async () => {
+    const turn = a.assist.ice.ice_servers.find((s) => s.urls.some((u) => u.startsWith('turn:')));
+    assert.ok(turn?.username && turn.credential, JSON.stringify(a.assist.ice.ice_servers));
+    const options = { RTCPeerConnection: wrtc.RTCPeerConnection, iceTransportPolicy: 'relay', connectTimeoutMs: 10_000 };
+    const pending = answerer(b, a.deviceId, options);
+    const pa = await connectPeer(a, b.deviceId, options);
+    const pb = await pending;
+    try {
+      assert.equal(await pa.ready(), 'p2p');
+      assert.equal(await pb.ready(), 'p2p');
+      assert.equal(pa.candidates?.local, 'relay', JSON.stringify(pa.candidates));
+      const file = new Uint8Array(256 * 1024).map((_, i) => (i * 13) & 0xff);
+      const received = collect(pb, file.length);
+      for (let i = 0; i < file.length; i += 16_384) pa.send(file.subarray(i, i + 16_384));
+      assert.ok(Buffer.from(file).equals(await received));
     } finally {
       pa.close();
       pb.close();
