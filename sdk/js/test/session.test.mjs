@@ -228,6 +228,23 @@ describe('liveness and refresh', () => {
     }
   });
 
+  test('connect is bounded by timeoutMs when the server does not answer', async () => {
+    const d = await Daemon.start('');
+    try {
+      const info = await getServerInfo(d.url);
+      d.child.kill('SIGSTOP');
+      const started = Date.now();
+      await assert.rejects(connect(d.url, { WebSocket, timeoutMs: 1_000 }), { code: 'timeout' });
+      // With the document supplied by a fetch that answers at once, the handshake itself times out.
+      const fetchInfo = async () => new Response(JSON.stringify(info), { status: 200 });
+      await assert.rejects(connect(d.url, { WebSocket, timeoutMs: 1_000, fetch: fetchInfo }), { code: 'timeout' });
+      assert.ok(Date.now() - started < 5_000, `took ${Date.now() - started} ms`);
+    } finally {
+      d.child.kill('SIGCONT');
+      await d.dispose();
+    }
+  });
+
   test('a server that stops answering is detected by the keepalive, and the session reconnects', async () => {
     const d = await Daemon.start('[session]\nttl_seconds = 30\nkeepalive_interval = 1\n');
     const s = await connect(d.url, {
