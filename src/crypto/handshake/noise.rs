@@ -5,7 +5,7 @@
 use std::sync::LazyLock;
 
 use snow::params::NoiseParams;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize as _, Zeroizing};
 
 use super::error::{HandshakeError, Malformed};
 use super::header::Pattern;
@@ -84,8 +84,11 @@ pub(super) fn session_keys(
     if !noise.is_handshake_finished() {
         return Err(HandshakeError::Internal("handshake not finished"));
     }
-    let (k1, k2) = noise.dangerously_get_raw_split();
-    let (k1, k2) = (Zeroizing::new(k1), Zeroizing::new(k2));
+    // The split is returned by value: wipe snow's copy once ours is taken.
+    let mut split = noise.dangerously_get_raw_split();
+    let (k1, k2) = (Zeroizing::new(split.0), Zeroizing::new(split.1));
+    split.0.zeroize();
+    split.1.zeroize();
     let handshake_hash = noise.get_handshake_hash();
     Ok(derive_session_keys(&CombinerInput {
         handshake_hash,
