@@ -35,6 +35,8 @@ pub enum DeliveryError {
     Offline,
     /// The session's outbound queue is full (its client is not reading fast enough).
     Busy,
+    /// Cluster mode: the device's node cannot be asked now (Redis unreachable).
+    Unavailable,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,33 @@ impl Registry {
             mpsc::error::TrySendError::Full(_) => DeliveryError::Busy,
             mpsc::error::TrySendError::Closed(_) => DeliveryError::Offline,
         })
+    }
+
+    /// Closes (4409) the session of `device_id` if it is still generation `generation`:
+    /// a newer session of the device registered on another node.
+    pub fn evict(&self, device_id: &str, generation: u64) -> bool {
+        let handle = {
+            let mut sessions = self.lock();
+            match sessions.get(device_id) {
+                Some(h) if h.generation == generation => sessions.remove(device_id),
+                _ => None,
+            }
+        };
+        match handle {
+            Some(h) => {
+                let _ = h.evict.send(Eviction::Replaced);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every registered session: device id and generation.
+    pub fn sessions(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .map(|(d, h)| (d.clone(), h.generation))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
