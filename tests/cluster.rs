@@ -255,6 +255,14 @@ fn a_killed_node_s_devices_go_offline_within_node_ttl() {
         .await
         .unwrap();
         expect_error(recv(&mut a).await, ErrorCode::PeerOffline);
+        // The survivor's sweep forgets the dead node's entry; A's stays.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while redis.integer(&["HLEN", "commucat:devices"]) != 1 {
+            assert!(Instant::now() < deadline, "the dead node's entry stayed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let ida = a.device_id.clone();
+        assert_eq!(lookup(&mut a, &ida).await, presence(&ida, true));
         drop(b);
     });
 }
@@ -457,5 +465,46 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
         let m = common::fetch_metrics(&n1).await;
         assert_eq!(metric(&m, "commucat_cluster_connected"), 1, "{m}");
         assert!(metric(&m, "commucat_cluster_reconnects_total") >= 1, "{m}");
+    });
+}
+
+#[test]
+fn a_full_queue_on_the_target_node_answers_rate_limited_to_the_sender() {
+    let redis = Redis::start();
+    // A budget large enough that the receiver's queue, not the sender's budget, is the limit.
+    let extra = "[limits]\nrelay_bytes_per_second = 67108864\n";
+    let n1 = Daemon::start(&node_config(&redis, SECRET, extra));
+    let n2 = Daemon::start(&node_config(&redis, SECRET, extra));
+    runtime().block_on(async {
+        let mut a = connect(&n1.base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        // B never reads: its socket buffers, write backlog and queue fill up.
+        let b = connect(&n2.base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        let data = base64::engine::general_purpose::STANDARD.encode(vec![9u8; 16 * 1024]);
+        let relay = ClientMessage::Relay {
+            to: b.device_id.clone(),
+            data,
+        };
+        let mut sent = 0;
+        let limited = 'outer: loop {
+            for _ in 0..50 {
+                a.send(&relay).await.unwrap();
+                sent += 1;
+            }
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(50), a.recv()).await {
+                break 'outer m.unwrap();
+            }
+            assert!(sent < 20_000, "no answer after {sent} relays of 16 KiB");
+        };
+        expect_error(limited, ErrorCode::RateLimited);
+        let m = common::fetch_metrics(&n2).await;
+        assert!(
+            metric(&m, "commucat_cluster_messages_total{direction=\"dropped\"}") >= 1,
+            "{m}"
+        );
+        drop(b);
     });
 }

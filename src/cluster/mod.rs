@@ -121,6 +121,8 @@ pub struct Cluster {
     pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
     next_request: AtomicU64,
     pub metrics: ClusterMetrics,
+    /// Where the registry sweep goes on.
+    sweep_cursor: AtomicU64,
     /// Generation of the keyring this node serves with.
     keyring_generation: AtomicU64,
     /// Woken when another node announces a new keyring.
@@ -194,6 +196,7 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             metrics: ClusterMetrics::new(),
             keyring_generation: AtomicU64::new(0),
+            sweep_cursor: AtomicU64::new(0),
             keyring_changed: tokio::sync::Notify::new(),
         });
         let pong: String = cluster
@@ -258,15 +261,22 @@ impl Cluster {
         cmd
     }
 
-    /// Refreshes this node's heartbeat key (expires after `node_ttl_seconds`).
+    /// Refreshes this node's heartbeat key (expires after `node_ttl_seconds`). If it
+    /// had expired (the node was out of touch that long), other nodes may have swept
+    /// this node's registry entries: they are registered again.
     pub async fn heartbeat(&self) -> Result<(), ClusterError> {
         let ttl_ms = self.config.node_ttl_seconds.saturating_mul(1000);
         let mut cmd = redis::cmd("SET");
         cmd.arg(names::node(&self.node_id))
             .arg(crate::time::unix_now())
             .arg("PX")
-            .arg(ttl_ms);
-        self.call::<()>(&cmd).await
+            .arg(ttl_ms)
+            .arg("GET");
+        let previous: Option<String> = self.call(&cmd).await?;
+        if previous.is_none() {
+            self.resync.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// On shutdown: the node is gone at once rather than after `node_ttl_seconds`.

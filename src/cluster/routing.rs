@@ -74,6 +74,25 @@ if redis.call('EXISTS', 'commucat:node:' .. node) == 0 then return -2 end
 return redis.call('PUBLISH', 'commucat:to:' .. node, ARGV[3])
 ";
 
+/// Removes entries of nodes without a heartbeat, one `HSCAN` page at a time.
+/// KEYS: devices. ARGV: cursor, page size. Returns {next cursor, removed}.
+const SWEEP: &str = r"
+local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local removed = 0
+local fields = page[2]
+for i = 1, #fields, 2 do
+  local node = string.match(fields[i + 1], '^(%S+)')
+  if not node or redis.call('EXISTS', 'commucat:node:' .. node) == 0 then
+    redis.call('HDEL', KEYS[1], fields[i])
+    removed = removed + 1
+  end
+end
+return {page[1], removed}
+";
+
+/// Entries the sweep looks at per heartbeat.
+const SWEEP_PAGE: u32 = 200;
+
 /// Backoff between attempts to reach Redis again.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -249,6 +268,23 @@ impl Cluster {
             );
         }
         Ok(())
+    }
+
+    /// Forgets a page of registry entries whose node is gone (killed nodes leave them
+    /// behind; they read as offline meanwhile). Each node sweeps a page per heartbeat.
+    pub async fn sweep_registry(&self) {
+        if !self.is_connected() {
+            return;
+        }
+        let cursor = self.sweep_cursor.load(Ordering::Relaxed);
+        let mut cmd = Self::script(SWEEP, &[names::DEVICES]);
+        cmd.arg(cursor).arg(SWEEP_PAGE);
+        if let Ok((next, removed)) = self.call::<(u64, i64)>(&cmd).await {
+            self.sweep_cursor.store(next, Ordering::Relaxed);
+            if removed > 0 {
+                tracing::debug!(removed, "cluster: forgot devices of nodes that are gone");
+            }
+        }
     }
 
     /// Re-registers this node's sessions if an earlier registration failed.

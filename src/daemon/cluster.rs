@@ -98,6 +98,7 @@ pub(super) async fn run(
                 tracing::debug!(error = %e, "cluster: heartbeat failed");
             }
             cluster.resync_if_needed().await;
+            cluster.sweep_registry().await;
         }
         let now = unix_now();
         match cluster.reload_keyring(&keyring).await {
