@@ -227,11 +227,13 @@ impl Daemon {
         }
         let app = crate::http::router(
             state.clone(),
-            crate::signal::routes(&state.config.limits, stop_rx.clone(), cluster),
+            crate::signal::routes(&state.config.limits, stop_rx.clone(), cluster.clone()),
         );
         // "ready" means what /readyz means: the socket tasks are serving.
+        // In cluster mode also subscribed to this node's channel, so that the first
+        // sessions register at once (without Redis, after 2 s it serves anyway).
         for _ in 0..400 {
-            if state.is_ready() {
+            if state.is_ready() && cluster.as_ref().is_none_or(|c| c.is_connected()) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
