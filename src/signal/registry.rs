@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_eviction_closes_only_the_generation_it_names() {
+        let r = Registry::default();
+        let (h, _rx, mut erx) = handle(&r);
+        let g = h.generation;
+        r.insert("dev", h);
+        assert_eq!(r.sessions(), vec![("dev".to_string(), g)]);
+        assert!(!r.evict("dev", g + 1));
+        assert!(erx.try_recv().is_err());
+        assert!(r.evict("dev", g));
+        assert_eq!(erx.try_recv(), Ok(Eviction::Replaced));
+        assert!(!r.is_online("dev"));
+        assert!(r.sessions().is_empty());
+    }
+
+    #[test]
     fn full_queue_is_busy_not_blocking() {
         let r = Registry::default();
         let (h, _rx, _erx) = handle(&r);
