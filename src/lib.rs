@@ -9,12 +9,13 @@
 //! | 1 | [`config`]: parse and validate |
 //! | 2 | [`keys`], [`crypto`] (sans-I/O handshake and transport), [`auth`] (access tokens) |
 //! | 3 | [`ice`]: credentials, TURN, candidates, the STUN responder and server |
-//! | 4 | [`discovery`] (published documents), [`state`] |
+//! | 4 | [`discovery`] (published documents), [`state`], [`cluster`] (Redis: shared keyring, device registry, cross-node routing) |
 //! | 5 | [`http`], [`signal`] |
 //! | 6 | [`daemon`], [`client`] |
 
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod crypto;
 pub mod daemon;

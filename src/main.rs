@@ -23,6 +23,22 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 if valid, 2 if not.
     CheckConfig,
+    /// Cluster mode ([cluster]) maintenance.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Seed the cluster's shared keyring in Redis from this node's single-node state
+    /// directory (and configured keys), so clients that pinned its keys keep working.
+    Import {
+        /// Replace a keyring that already exists in Redis.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +73,12 @@ fn main() -> ExitCode {
         }
         println!("commucat: configuration is valid ({source})");
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Cluster {
+        command: ClusterCommand::Import { force },
+    }) = cli.command
+    {
+        return cluster_import(&config, force);
     }
     init_logging(&config);
     tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "starting");
@@ -110,6 +132,38 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// `commucat cluster import [--force]`: exit 0 once written, 2 for a configuration
+/// problem, 1 otherwise (an existing ring without --force, Redis unreachable).
+fn cluster_import(config: &Config, force: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("commucat: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commucat::daemon::cluster_import(config, force)) {
+        Ok(generation) => {
+            println!(
+                "commucat: imported the keys of {} into the cluster keyring (generation {generation})",
+                config.server.resolved_state_dir().display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("commucat: {e}");
+            if e.is_config_error() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 fn init_logging(config: &Config) {

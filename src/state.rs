@@ -36,7 +36,11 @@ pub enum RotateError {
 /// The Noise keys as published at one moment, with the server-info document rendered
 /// and signed for them. Replaced as a whole when keys rotate or expire.
 pub struct KeySnapshot {
+    /// Every key a handshake may use.
     pub ring: NoiseKeyRing,
+    /// The keys published (server-info, assist): the ring, less in cluster mode the keys
+    /// not yet valid (docs/cluster.md, "Key rotation").
+    pub advertised: NoiseKeyRing,
     pub server_info: Bytes,
     /// The key versions `server_info` lists.
     listed_versions: Vec<u32>,
@@ -99,6 +103,8 @@ pub struct AppState {
     keys: ArcSwap<KeySnapshot>,
     /// Serializes rotations: the rotation task and tests must not interleave writes.
     rotate_lock: Mutex<()>,
+    /// Cluster mode: keys not yet valid are in the ring (accepted) but not advertised.
+    hide_pending: bool,
     stun_readiness: Option<StunReadiness>,
 }
 
@@ -108,6 +114,7 @@ impl AppState {
     pub fn new(parts: StateParts, ring: NoiseKeyRing, now: u64) -> Result<Arc<Self>, RenderError> {
         let unpublished = KeySnapshot {
             ring: NoiseKeyRing::default(),
+            advertised: NoiseKeyRing::default(),
             server_info: Bytes::new(),
             listed_versions: Vec::new(),
         };
@@ -122,6 +129,7 @@ impl AppState {
             limits,
             auth,
         } = parts;
+        let config_cluster = config.cluster.is_some();
         let static_advice = StaticAdvice::new(
             static_keys.kem.as_ref().map(|k| k.public_hex.as_str()),
             &static_keys.identity.public_hex,
@@ -147,6 +155,7 @@ impl AppState {
             store,
             keys: ArcSwap::from_pointee(unpublished),
             rotate_lock: Mutex::new(()),
+            hide_pending: config_cluster,
             stun_readiness,
         });
         state.publish(ring, now)?;
@@ -162,6 +171,47 @@ impl AppState {
         self.static_keys.kem.as_ref()
     }
 
+    /// The keys to advertise at `now`: all of them, or in cluster mode those already valid.
+    fn advertised(&self, ring: &NoiseKeyRing, now: u64) -> NoiseKeyRing {
+        if !self.hide_pending {
+            return ring.clone();
+        }
+        let valid = ring
+            .keys()
+            .iter()
+            .filter(|k| k.valid_after <= now)
+            .cloned()
+            .collect();
+        NoiseKeyRing::from_keys(valid).unwrap_or_default()
+    }
+
+    /// Cluster mode: serves with `ring` (loaded from the shared keyring), or, when it is
+    /// the ring in use, republishes if the advertised keys changed with time. Returns
+    /// whether anything was published.
+    pub fn install_ring(&self, ring: Option<NoiseKeyRing>, now: u64) -> Result<bool, RenderError> {
+        let _guard = self.rotate_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.keys();
+        match ring {
+            Some(ring) => {
+                let newest = ring.newest().map(|k| k.version);
+                if newest > current.ring.newest().map(|k| k.version) {
+                    self.metrics.key_rotations.inc();
+                    tracing::info!(version = ?newest, "loaded a new Noise key from the cluster keyring");
+                }
+                self.publish(ring, now)?;
+                Ok(true)
+            }
+            None => {
+                let advertised = self.advertised(&current.ring, now);
+                if current.listed_versions == listed_versions(&advertised, now) {
+                    return Ok(false);
+                }
+                self.publish(current.ring.clone(), now)?;
+                Ok(true)
+            }
+        }
+    }
+
     fn publish(&self, ring: NoiseKeyRing, now: u64) -> Result<(), RenderError> {
         let sources = server_info::Sources {
             config: &self.config,
@@ -171,10 +221,12 @@ impl AppState {
             stun_urls: &self.endpoints.stun_urls,
             limits: &self.limits,
         };
-        let server_info = server_info::render(&sources, &ring, now)?;
-        let listed_versions = listed_versions(&ring, now);
+        let advertised = self.advertised(&ring, now);
+        let server_info = server_info::render(&sources, &advertised, now)?;
+        let listed_versions = listed_versions(&advertised, now);
         self.keys.store(Arc::new(KeySnapshot {
             ring,
+            advertised,
             server_info,
             listed_versions,
         }));

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("ice", 3),
     ("discovery", 4),
     ("state", 4),
+    ("cluster", 4),
     ("http", 5),
     ("signal", 5),
     ("daemon", 6),

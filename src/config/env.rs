@@ -7,6 +7,7 @@ use super::{Config, ConfigError};
 const SECTIONS: &[&str] = &[
     "device_rotation",
     "presence",
+    "cluster",
     "session",
     "pairing",
     "limits",
@@ -25,8 +26,13 @@ pub(super) fn apply_env_overrides(
     table: &mut toml::Table,
     env: &[(String, String)],
 ) -> Result<(), ConfigError> {
-    let defaults = toml::Table::try_from(Config::default())
-        .map_err(|e| ConfigError::new("defaults", e.to_string()))?;
+    let defaults = toml::Table::try_from(Config {
+        // Optional as a whole: its defaults type its overrides, and an override of any
+        // of its settings turns cluster mode on.
+        cluster: Some(super::ClusterConfig::default()),
+        ..Config::default()
+    })
+    .map_err(|e| ConfigError::new("defaults", e.to_string()))?;
     for (name, raw) in env {
         let Some(rest) = name.strip_prefix("COMMUCAT_") else {
             continue;
@@ -84,6 +90,9 @@ fn known_key(defaults: &toml::Table, section: &str, key: &str) -> bool {
             | ("auth", "tokens")
             | ("auth", "tokens_file")
             | ("auth", "jwt_secrets")
+            | ("cluster", "redis_url")
+            | ("cluster", "node_id")
+            | ("cluster", "keys_secret")
     );
     (in_defaults || optional) && key != "turn"
 }

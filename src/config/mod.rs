@@ -4,6 +4,7 @@
 //! This layer parses and validates values; it decodes no key material and knows no
 //! protocol. Key material is decoded once, at start, by the `keys` module.
 
+mod cluster;
 mod de;
 mod env;
 mod secret;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+pub use cluster::{ClusterConfig, MAX_NODE_ID_LEN};
 use de::{comma_list, normalize_turn_tables, one_or_many, optional_one_or_many, turn_servers};
 pub use secret::Secret;
 pub use turn_url::TurnUrl;
@@ -63,6 +65,9 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    /// `None`: a single node, no Redis (docs/cluster.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

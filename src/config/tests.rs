@@ -212,3 +212,113 @@ fn a_turn_entry_takes_secret_or_secrets_not_both() {
         parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecrets = [\"new\", \"old\"]\n").unwrap();
     assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
 }
+
+const SECRET64: &str = "0101010101010101010101010101010101010101010101010101010101010101";
+
+#[test]
+fn without_a_cluster_section_there_is_no_cluster() {
+    assert!(parse("").unwrap().cluster.is_none());
+}
+
+#[test]
+fn cluster_section_has_defaults_and_checks_its_keys() {
+    let c = parse(&format!(
+        "[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\nkeys_secret = \"{SECRET64}\"\n"
+    ))
+    .unwrap();
+    let cluster = c.cluster.unwrap();
+    assert_eq!(cluster.heartbeat_seconds, 5);
+    assert_eq!(cluster.node_ttl_seconds, 15);
+    assert_eq!(*cluster.keys_secret_bytes().unwrap(), [1u8; 32]);
+    assert!(cluster.resolved_node_id(8080).ends_with("-8080"));
+
+    for (text, key) in [
+        (
+            format!("[cluster]\nkeys_secret = \"{SECRET64}\"\n"),
+            "cluster.redis_url",
+        ),
+        (
+            "[cluster]\nredis_url = \"redis://h\"\n".to_string(),
+            "cluster.keys_secret",
+        ),
+        (
+            "[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"abcd\"\n".to_string(),
+            "cluster.keys_secret",
+        ),
+        (
+            format!("[cluster]\nredis_url = \"http://h\"\nkeys_secret = \"{SECRET64}\"\n"),
+            "cluster.redis_url",
+        ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"{SECRET64}\"\nnode_id = \"a b\"\n"
+            ),
+            "cluster.node_id",
+        ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"{SECRET64}\"\nheartbeat_seconds = 5\nnode_ttl_seconds = 5\n"
+            ),
+            "cluster.node_ttl_seconds",
+        ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"{SECRET64}\"\nheartbeat_seconds = 0\n"
+            ),
+            "cluster.heartbeat_seconds",
+        ),
+        (
+            format!(
+                "[crypto]\nrotation_grace = 20\n[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"{SECRET64}\"\n"
+            ),
+            "crypto.rotation_grace",
+        ),
+    ] {
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.key, key, "{text}: {e}");
+    }
+}
+
+#[test]
+fn cluster_env_overrides_turn_cluster_mode_on_and_secrets_stay_redacted() {
+    let env = vec![
+        (
+            "COMMUCAT_CLUSTER_REDIS_URL".to_string(),
+            "redis://:pw@127.0.0.1:6379".to_string(),
+        ),
+        (
+            "COMMUCAT_CLUSTER_KEYS_SECRET".to_string(),
+            SECRET64.to_string(),
+        ),
+        ("COMMUCAT_CLUSTER_NODE_ID".to_string(), "node-a".to_string()),
+        (
+            "COMMUCAT_CLUSTER_HEARTBEAT_SECONDS".to_string(),
+            "2".to_string(),
+        ),
+        (
+            "COMMUCAT_CLUSTER_NODE_TTL_SECONDS".to_string(),
+            "6".to_string(),
+        ),
+    ];
+    let c = Config::from_toml_with_env("", &env).unwrap();
+    let cluster = c.cluster.as_ref().unwrap();
+    assert_eq!(cluster.node_id.as_deref(), Some("node-a"));
+    assert_eq!(
+        (cluster.heartbeat_seconds, cluster.node_ttl_seconds),
+        (2, 6)
+    );
+    let shown = format!("{c:?}");
+    assert!(
+        !shown.contains(SECRET64) && !shown.contains("pw@"),
+        "{shown}"
+    );
+    let e = Config::from_toml_with_env(
+        "",
+        &[("COMMUCAT_CLUSTER_NODES".to_string(), "x".to_string())],
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown setting cluster.nodes"),
+        "{e}"
+    );
+}

@@ -15,7 +15,25 @@ impl Config {
         self.validate_crypto()?;
         self.validate_ice()?;
         self.validate_transports()?;
-        self.validate_misc()
+        self.validate_misc()?;
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(());
+        };
+        cluster.validate()?;
+        let lead = cluster.key_lead_seconds();
+        if self.crypto.rotation_grace <= lead {
+            return Err(ConfigError::new(
+                "crypto.rotation_grace",
+                format!(
+                    "must exceed {lead} s in cluster mode (node_ttl_seconds + 2 ×                      heartbeat_seconds): a new key is published that long after it is minted,                      and the old one must stay valid until then"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_auth(&self) -> Result<(), ConfigError> {

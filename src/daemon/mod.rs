@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::auth::{AuthConfigError, Authorizer};
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::discovery::{LimitsInfo, RenderError};
 use crate::http::tls::{ServerTls, TlsError};
@@ -16,17 +17,20 @@ use crate::ice::stun::StunResponder;
 use crate::ice::stun_server::{StunMetrics, StunServer};
 use crate::ice::turn::TurnServer;
 use crate::keys::KeysError;
+use crate::keys::sealed::KeyringContents;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimitConfig;
 use crate::signal::messages::MAX_SIGNAL_BYTES;
 use crate::state::{AppState, StateParts};
 use crate::time::unix_now;
 
+mod cluster;
 mod endpoints;
 mod reload;
 mod rotation;
 mod systemd;
 
+pub use cluster::import as cluster_import;
 pub use endpoints::endpoints;
 pub use reload::{ReloadStep, Reloader};
 
@@ -52,6 +56,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("config error: {0}")]
     Tls(#[from] TlsError),
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 impl StartError {
@@ -63,6 +69,7 @@ impl StartError {
                 | Self::Auth(_)
                 | Self::Tls(_)
                 | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
+                | Self::Cluster(crate::cluster::ClusterError::Keyring(_))
         )
     }
 }
@@ -74,6 +81,7 @@ pub struct Daemon {
     tls: Option<Arc<ServerTls>>,
     stun: Option<StunServer>,
     stun_metrics: StunMetrics,
+    cluster: Option<(Arc<Cluster>, KeyringContents)>,
 }
 
 impl Daemon {
@@ -86,7 +94,12 @@ impl Daemon {
             (Some(cert), Some(key)) => Some(Arc::new(ServerTls::load(cert, key)?)),
             _ => None,
         };
-        let keys = crate::keys::load(&config, now)?;
+        // A single node loads its keys before binding; a cluster node needs its HTTP port
+        // (its default node id) first.
+        let single = match config.cluster {
+            None => Some(crate::keys::load(&config, now)?),
+            Some(_) => None,
+        };
         let turn = config
             .ice
             .turn
@@ -118,7 +131,17 @@ impl Daemon {
             None
         };
         let stun_addrs = stun.as_ref().map(|s| s.local_addrs()).unwrap_or_default();
+        let (keys, cluster) = match single {
+            Some(keys) => (keys, None),
+            None => {
+                let joined = cluster::join(&config, http_addr.port(), now).await?;
+                (joined.keys, Some((joined.cluster, joined.keyring)))
+            }
+        };
         let mut metrics = Metrics::new();
+        if let Some((c, _)) = &cluster {
+            c.metrics.register(metrics.registry_mut());
+        }
         let stun_metrics = StunMetrics::new();
         stun_metrics.register(metrics.registry_mut());
         if keys.rotated_at_start {
@@ -147,6 +170,7 @@ impl Daemon {
             tls,
             stun,
             stun_metrics,
+            cluster,
         })
     }
 
@@ -167,10 +191,27 @@ impl Daemon {
             tls,
             stun,
             stun_metrics,
+            cluster,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(rotation::run(state.clone(), stop_rx.clone()));
+        let cluster = match cluster {
+            None => {
+                tasks.spawn(rotation::run(state.clone(), stop_rx.clone()));
+                None
+            }
+            Some((c, keyring)) => {
+                tasks.spawn(c.clone().run_subscriber(stop_rx.clone()));
+                // In cluster mode the keys rotate through the shared keyring.
+                tasks.spawn(cluster::run(
+                    state.clone(),
+                    c.clone(),
+                    keyring,
+                    stop_rx.clone(),
+                ));
+                Some(c)
+            }
+        };
         if let Some(stun) = stun {
             let ice = &state.config.ice;
             let responder = Arc::new(StunResponder::new(
@@ -186,11 +227,13 @@ impl Daemon {
         }
         let app = crate::http::router(
             state.clone(),
-            crate::signal::routes(&state.config.limits, stop_rx.clone()),
+            crate::signal::routes(&state.config.limits, stop_rx.clone(), cluster.clone()),
         );
         // "ready" means what /readyz means: the socket tasks are serving.
+        // In cluster mode also subscribed to this node's channel, so that the first
+        // sessions register at once (without Redis, after 2 s it serves anyway).
         for _ in 0..400 {
-            if state.is_ready() {
+            if state.is_ready() && cluster.as_ref().is_none_or(|c| c.is_connected()) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;

@@ -30,4 +30,7 @@ pub enum KeysError {
     /// A configured secret that is not well formed (validation normally catches it first).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `commucat cluster import` found no single-node keys to import.
+    #[error("{0}")]
+    Import(String),
 }

@@ -5,10 +5,11 @@
 use zeroize::Zeroizing;
 
 use super::rotation;
-use super::store::{ICE_SECRET_FILE, KeyStore};
+use super::sealed::KeyringContents;
+use super::store::{ICE_SECRET_FILE, IDENTITY_SEED_FILE, KEM_SEED_FILE, KeyStore};
 use super::{
-    ConfiguredKeyError, ICE_SECRET_LEN, IdentityKeys, KEM_PUBLIC_LEN, KEM_SEED_LEN, KemKeys,
-    KeysError, NoiseKeyRing, StaticKeys,
+    ConfiguredKeyError, ICE_SECRET_LEN, IDENTITY_SEED_LEN, IdentityKeys, KEM_PUBLIC_LEN,
+    KEM_SEED_LEN, KemKeys, KeysError, NoiseKeyRing, StaticKeys,
 };
 use crate::config::Config;
 
@@ -55,6 +56,83 @@ pub fn load(config: &Config, now: u64) -> Result<LoadedKeys, KeysError> {
         ring,
         rotated_at_start,
     })
+}
+
+/// Cluster mode: the keys this node serves with, from the shared keyring. Configured
+/// key material (`[crypto] pq_kem_*`, `[ice] credential_secret`) wins over the ring's,
+/// as it wins over the state directory's on a single node.
+pub fn static_keys_from_keyring(
+    config: &Config,
+    contents: &KeyringContents,
+) -> Result<StaticKeys, KeysError> {
+    let identity = IdentityKeys::from_seed(&contents.identity_seed);
+    let ice_secret = match config.ice.credential_secret_bytes()? {
+        Some(secret) => secret,
+        None => contents.ice_secret.clone(),
+    };
+    let kem = if !config.crypto.pq {
+        None
+    } else {
+        match (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret) {
+            (Some(public), Some(secret)) => Some(configured_kem(public, secret)?),
+            _ => Some(KemKeys::from_seed(&contents.kem_seed)),
+        }
+    };
+    Ok(StaticKeys {
+        kem,
+        identity,
+        ice_secret,
+    })
+}
+
+/// `commucat cluster import`: the keys a single node serves with from its state
+/// directory (and configuration), as a keyring to share. Nothing is created or rotated
+/// here; a directory without keys is refused.
+pub fn keyring_from_state_dir(config: &Config) -> Result<KeyringContents, KeysError> {
+    let dir = config.server.resolved_state_dir();
+    if !dir.join(super::store::NOISE_KEYS_FILE).exists() {
+        return Err(KeysError::Import(format!(
+            "{} holds no Noise keys ({}): not the state directory of a single node",
+            dir.display(),
+            super::store::NOISE_KEYS_FILE
+        )));
+    }
+    let store = KeyStore::open(&dir)?;
+    let ring = store.load_noise_keys()?.unwrap_or_default();
+    let identity_seed = store
+        .read_secret::<IDENTITY_SEED_LEN>(IDENTITY_SEED_FILE)?
+        .ok_or_else(|| {
+            KeysError::Import(format!(
+                "{} has no {IDENTITY_SEED_FILE}: the identity key cannot be carried over",
+                dir.display()
+            ))
+        })?;
+    let mut fresh = KeyringContents::generate();
+    let ice_secret = match config.ice.credential_secret_bytes()? {
+        Some(secret) => secret,
+        None => store
+            .read_secret::<ICE_SECRET_LEN>(ICE_SECRET_FILE)?
+            .unwrap_or_else(|| fresh.ice_secret.clone()),
+    };
+    let kem_seed = match (&config.crypto.pq_kem_public, &config.crypto.pq_kem_secret) {
+        (Some(public), Some(secret)) => {
+            configured_kem(public, secret)?;
+            let bytes = Zeroizing::new(hex::decode(secret.trim()).unwrap_or_default());
+            let mut seed = Zeroizing::new([0u8; KEM_SEED_LEN]);
+            if bytes.len() == KEM_SEED_LEN {
+                seed.copy_from_slice(&bytes);
+            }
+            seed
+        }
+        _ => store
+            .read_secret::<KEM_SEED_LEN>(KEM_SEED_FILE)?
+            .unwrap_or_else(|| fresh.kem_seed.clone()),
+    };
+    fresh.identity_seed = identity_seed;
+    fresh.ice_secret = ice_secret;
+    fresh.kem_seed = kem_seed;
+    fresh.ring = ring;
+    Ok(fresh)
 }
 
 fn configured_or_stored_kem(

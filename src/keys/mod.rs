@@ -9,6 +9,7 @@ pub mod device;
 mod error;
 mod load;
 pub mod rotation;
+pub mod sealed;
 pub mod store;
 
 use ml_dsa::{Keypair as _, MlDsa65, SigningKey, VerifyingKey};
@@ -20,7 +21,9 @@ pub use crate::crypto::KeyLookupError;
 use crate::crypto::{NoiseStaticKey, ServerKeys};
 
 pub use error::{ConfiguredKeyError, KeysError};
-pub use load::{LoadedKeys, configured_kem, load};
+pub use load::{
+    LoadedKeys, configured_kem, keyring_from_state_dir, load, static_keys_from_keyring,
+};
 
 /// Length of an ML-KEM-768 seed (d ‖ z).
 pub const KEM_SEED_LEN: usize = 64;
@@ -60,12 +63,18 @@ impl NoiseKey {
 
     /// A fresh key valid at once, rotating after `interval` and expiring `grace` later.
     pub fn generate(version: u32, now: u64, interval: u64, grace: u64) -> Self {
+        Self::generate_from(version, now, interval, grace)
+    }
+
+    /// A fresh key valid from `start`, rotating `interval` later and expiring `grace`
+    /// after that.
+    pub fn generate_from(version: u32, start: u64, interval: u64, grace: u64) -> Self {
         let secret = StaticSecret::random_from_rng(&mut rand::rng());
-        let rotates_at = now.saturating_add(interval);
+        let rotates_at = start.saturating_add(interval);
         Self::new(
             version,
             secret.to_bytes(),
-            now,
+            start,
             rotates_at,
             rotates_at.saturating_add(grace),
         )

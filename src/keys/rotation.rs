@@ -82,6 +82,30 @@ pub fn apply(
     ring.successor(now, plan.prune, added)
 }
 
+/// Cluster mode: [`apply`], except that a key minted while another is still usable
+/// becomes valid only `lead` seconds from now, so that every node has loaded it before
+/// any node advertises it (docs/cluster.md, "Key rotation"). A ring with no usable key
+/// gets one valid at once, as on a single node.
+pub fn apply_with_lead(
+    ring: &NoiseKeyRing,
+    plan: &RotationPlan,
+    now: u64,
+    interval: u64,
+    grace: u64,
+    lead: u64,
+) -> NoiseKeyRing {
+    let any_usable = ring.keys().iter().any(|k| k.usable_at(now));
+    let start = if any_usable {
+        now.saturating_add(lead)
+    } else {
+        now
+    };
+    let added = plan
+        .new_key_version
+        .map(|v| NoiseKey::generate_from(v, start, interval, grace));
+    ring.successor(now, plan.prune, added)
+}
+
 /// The next moment (unix seconds) after `now` at which the ring changes by itself: the
 /// newest key's rotation or a listed key's expiry.
 pub fn next_event(ring: &NoiseKeyRing, now: u64) -> Option<u64> {
@@ -178,6 +202,22 @@ pub fn advance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_rotation_mints_a_key_valid_after_the_lead() {
+        let ring = first_ring(T0, 100, 1000);
+        let p = plan(&ring, T0 + 100, Pruning::Allowed);
+        let ring = apply_with_lead(&ring, &p, T0 + 100, 100, 1000, 25);
+        let new = ring.newest().unwrap();
+        assert_eq!((new.version, new.valid_after), (2, T0 + 125));
+        assert_eq!(new.rotates_at, T0 + 225);
+        assert!(plan(&ring, T0 + 101, Pruning::Allowed).is_noop());
+        // No usable key: valid at once.
+        let empty = NoiseKeyRing::default();
+        let p = plan(&empty, T0, Pruning::Allowed);
+        let ring = apply_with_lead(&empty, &p, T0, 100, 1000, 25);
+        assert_eq!(ring.newest().unwrap().valid_after, T0);
+    }
 
     #[test]
     fn first_start_creates_version_one() {

@@ -86,6 +86,9 @@ pub enum ErrorCode {
     TooLarge,
     RateLimited,
     BadRequest,
+    /// Cluster mode: the device may be on another node, which cannot be asked now
+    /// (Redis unreachable). A protocol addition (docs/protocol.md §4.10).
+    Unavailable,
 }
 
 /// Length of `value` as compact serialized JSON, without building the text.

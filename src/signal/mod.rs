@@ -34,6 +34,8 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use tokio::sync::Semaphore;
 
+use crate::cluster::wire::Outcome;
+use crate::cluster::{Cluster, LocalSessions};
 use crate::config::LimitsConfig;
 use crate::crypto::transport::MAX_CIPHERTEXT_LEN;
 use crate::http::access::{Peer, authorize, bearer_token, query_token};
@@ -65,10 +67,35 @@ pub struct Hub {
     handshake_permits: Semaphore,
     /// Device certificates reused for half their lifetime.
     certificates: Mutex<CertificateCache>,
+    /// Cluster mode: the registry and routes shared with the other nodes.
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// What the cluster reaches on this node: the registry.
+impl LocalSessions for Hub {
+    fn deliver(&self, device: &str, message: bytes::Bytes) -> Outcome {
+        match self.registry.deliver(device, message) {
+            Ok(()) => Outcome::Delivered,
+            Err(registry::DeliveryError::Busy) => Outcome::Busy,
+            Err(_) => Outcome::Offline,
+        }
+    }
+
+    fn evict(&self, device: &str, generation: u64) {
+        self.registry.evict(device, generation);
+    }
+
+    fn sessions(&self) -> Vec<(String, u64)> {
+        self.registry.sessions()
+    }
 }
 
 impl Hub {
-    pub fn new(limits: &LimitsConfig, shutdown: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        limits: &LimitsConfig,
+        shutdown: watch::Receiver<bool>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             registry: Registry::default(),
@@ -84,6 +111,7 @@ impl Hub {
             // queues here (cheaply) instead of in the blocking pool.
             handshake_permits: Semaphore::new(cores * 2),
             certificates: Mutex::new(CertificateCache::default()),
+            cluster,
         }
     }
 
@@ -138,9 +166,17 @@ impl Hub {
 /// Sources tracked by the `/api/connect` limiter (fixed memory, LRU within a set).
 const CONNECT_LIMIT_TABLE: usize = 65_536;
 
-/// Routes of the signaling endpoint.
-pub fn routes(limits: &LimitsConfig, shutdown: watch::Receiver<bool>) -> Router<Arc<AppState>> {
-    let hub = Arc::new(Hub::new(limits, shutdown));
+/// Routes of the signaling endpoint; in cluster mode the cluster reaches this node's
+/// sessions through them.
+pub fn routes(
+    limits: &LimitsConfig,
+    shutdown: watch::Receiver<bool>,
+    cluster: Option<Arc<Cluster>>,
+) -> Router<Arc<AppState>> {
+    let hub = Arc::new(Hub::new(limits, shutdown, cluster.clone()));
+    if let Some(cluster) = cluster {
+        cluster.attach(hub.clone());
+    }
     Router::new()
         .route("/api/connect", get(connect))
         .layer(Extension(hub))

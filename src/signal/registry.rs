@@ -35,6 +35,8 @@ pub enum DeliveryError {
     Offline,
     /// The session's outbound queue is full (its client is not reading fast enough).
     Busy,
+    /// Cluster mode: the device's node cannot be asked now (Redis unreachable).
+    Unavailable,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +85,33 @@ impl Registry {
             mpsc::error::TrySendError::Full(_) => DeliveryError::Busy,
             mpsc::error::TrySendError::Closed(_) => DeliveryError::Offline,
         })
+    }
+
+    /// Closes (4409) the session of `device_id` if it is still generation `generation`:
+    /// a newer session of the device registered on another node.
+    pub fn evict(&self, device_id: &str, generation: u64) -> bool {
+        let handle = {
+            let mut sessions = self.lock();
+            match sessions.get(device_id) {
+                Some(h) if h.generation == generation => sessions.remove(device_id),
+                _ => None,
+            }
+        };
+        match handle {
+            Some(h) => {
+                let _ = h.evict.send(Eviction::Replaced);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every registered session: device id and generation.
+    pub fn sessions(&self) -> Vec<(String, u64)> {
+        self.lock()
+            .iter()
+            .map(|(d, h)| (d.clone(), h.generation))
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -145,6 +174,21 @@ mod tests {
             r.deliver("dev", Bytes::from_static(b"x")),
             Err(DeliveryError::Offline)
         );
+    }
+
+    #[test]
+    fn a_remote_eviction_closes_only_the_generation_it_names() {
+        let r = Registry::default();
+        let (h, _rx, mut erx) = handle(&r);
+        let g = h.generation;
+        r.insert("dev", h);
+        assert_eq!(r.sessions(), vec![("dev".to_string(), g)]);
+        assert!(!r.evict("dev", g + 1));
+        assert!(erx.try_recv().is_err());
+        assert!(r.evict("dev", g));
+        assert_eq!(erx.try_recv(), Ok(Eviction::Replaced));
+        assert!(!r.is_online("dev"));
+        assert!(r.sessions().is_empty());
     }
 
     #[test]

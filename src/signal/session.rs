@@ -204,6 +204,10 @@ pub fn delivery_error(to: &str, error: DeliveryError) -> ServerMessage {
             ErrorCode::RateLimited,
             format!("{to} is not reading fast enough; try again"),
         ),
+        DeliveryError::Unavailable => ServerMessage::error(
+            ErrorCode::Unavailable,
+            format!("{to} may be on another node, which cannot be reached now; try again"),
+        ),
     }
 }
 

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub(crate) mod coturn;
+pub(crate) mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -208,6 +209,14 @@ impl Daemon {
     pub(crate) fn stop(self) -> ExitStatus {
         sigterm(self.pid());
         self.wait_exit(Duration::from_secs(15))
+    }
+
+    /// SIGKILL (`kill -9`): the daemon cleans nothing up; reaped here.
+    pub(crate) fn kill9(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// Waits (bounded) for the daemon to exit by itself.

@@ -40,7 +40,7 @@ pub(super) fn build_response(
 fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
     let snapshot = state.keys();
     let key = snapshot
-        .ring
+        .advertised
         .keys()
         .iter()
         .rev()

@@ -112,9 +112,11 @@ async fn run_session(
     };
     // Registered before the welcome leaves, so that once a client has its welcome, its
     // peers can reach it.
-    let mut registered = established
-        .key_confirmed
-        .then(|| reader.register(&established.device_id));
+    let mut registered = if established.key_confirmed {
+        Some(reader.register(&established.device_id).await)
+    } else {
+        None
+    };
     let ending = if outbound.send(welcome.to_json().into()).await.is_err() {
         Ending::Gone
     } else {
@@ -131,6 +133,10 @@ async fn run_session(
     if let Some(r) = &registered {
         hub.registry.remove(&r.device_id, r.generation);
         state.metrics.sessions_active.dec();
+        if let Some(cluster) = hub.cluster.clone() {
+            let (device, generation) = (r.device_id.clone(), r.generation);
+            tokio::spawn(async move { cluster.unregister(&device, generation).await });
+        }
     }
     let (code, reason, wait_for_reply) = match ending {
         Ending::Close(code, reason) => (Some(code), reason, true),

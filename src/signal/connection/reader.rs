@@ -11,12 +11,13 @@ use futures_util::stream::SplitStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
+use crate::cluster::RouteError;
 use crate::crypto::{HandshakeError, TransportError, TransportReceiver};
 use crate::keys::bundle::sign_hex;
 use crate::metrics::ReasonLabels;
 use crate::signal::Hub;
 use crate::signal::messages::ServerMessage;
-use crate::signal::registry::{Eviction, SessionHandle};
+use crate::signal::registry::{DeliveryError, Eviction, SessionHandle};
 use crate::signal::session::{Action, Session, certificate, delivery_error};
 use crate::state::AppState;
 use crate::time::unix_now;
@@ -38,7 +39,7 @@ pub(super) struct Reader<'a> {
 impl Reader<'_> {
     /// The handshake is complete and confirmed: count it and make the device reachable,
     /// replacing (4409) any older session of the same device.
-    pub(super) fn register(&self, device_id: &str) -> Registered {
+    pub(super) async fn register(&self, device_id: &str) -> Registered {
         let m = &self.state.metrics;
         self.labels.count(self.state, "ok");
         m.noise_handshakes.inc();
@@ -55,6 +56,11 @@ impl Reader<'_> {
         m.sessions_active.inc();
         if let Some(old) = self.hub.registry.insert(device_id, handle) {
             let _ = old.evict.send(Eviction::Replaced);
+        }
+        // Reachable from the other nodes (an older session there is closed) before the
+        // client hears anything; without Redis the session stays local for now.
+        if let Some(cluster) = &self.hub.cluster {
+            cluster.register(device_id, generation).await;
         }
         Registered {
             device_id: device_id.to_owned(),
@@ -133,7 +139,7 @@ impl Reader<'_> {
                 }
             };
             if !confirmed {
-                *registered = Some(self.register(session.device_id()));
+                *registered = Some(self.register(session.device_id()).await);
             }
             let action = session.handle_plaintext(&plaintext, std::time::Instant::now());
             if let Err(ending) = self.perform(session, action, idle).await {
@@ -182,7 +188,7 @@ impl Reader<'_> {
                 relay_bytes,
             } => {
                 let is_relay = matches!(message, ServerMessage::Relay { .. });
-                match self.hub.registry.deliver(&to, message.to_json().into()) {
+                match self.deliver(&to, message.to_json().into()).await {
                     Ok(()) => {
                         session.delivered(relay_bytes);
                         let m = &self.state.metrics;
@@ -198,9 +204,9 @@ impl Reader<'_> {
                     Err(e) => delivery_error(&to, e),
                 }
             }
-            Action::Lookup { device } => ServerMessage::Presence {
-                online: self.hub.registry.is_online(&device),
-                device,
+            Action::Lookup { device } => match self.lookup(&device).await {
+                Ok(online) => ServerMessage::Presence { online, device },
+                Err(e) => delivery_error(&device, e),
             },
             Action::Certify => self
                 .certify(session.device_id())
@@ -214,6 +220,30 @@ impl Reader<'_> {
                 self.state.metrics.sessions_timed_out.inc();
                 Err(Ending::Close(4408, "client is not reading"))
             }
+        }
+    }
+
+    /// Into the session of `to`: on this node through the registry, else (cluster mode)
+    /// through its node's channel.
+    async fn deliver(&self, to: &str, message: Bytes) -> Result<(), DeliveryError> {
+        let message = match self.hub.registry.deliver(to, message.clone()) {
+            Err(DeliveryError::Offline) => message,
+            other => return other,
+        };
+        let Some(cluster) = &self.hub.cluster else {
+            return Err(DeliveryError::Offline);
+        };
+        cluster.forward(to, &message).await.map_err(route_error)
+    }
+
+    /// Presence: this node's registry first, then (cluster mode) the cluster's.
+    async fn lookup(&self, device: &str) -> Result<bool, DeliveryError> {
+        if self.hub.registry.is_online(device) {
+            return Ok(true);
+        }
+        match &self.hub.cluster {
+            None => Ok(false),
+            Some(cluster) => cluster.lookup(device).await.map_err(route_error),
         }
     }
 
@@ -240,5 +270,13 @@ impl Reader<'_> {
         self.hub
             .remember_certificate(device_id, signed.clone(), now, ttl);
         Ok(signed)
+    }
+}
+
+fn route_error(e: RouteError) -> DeliveryError {
+    match e {
+        RouteError::Offline => DeliveryError::Offline,
+        RouteError::Busy => DeliveryError::Busy,
+        RouteError::Unavailable => DeliveryError::Unavailable,
     }
 }

@@ -1,0 +1,295 @@
+//! Cluster mode (`[cluster]`, docs/cluster.md): the Redis-facing side of several daemons
+//! acting as one server.
+//!
+//! - `keyring`: the sealed keyring (`keys::sealed`) in Redis: created once, loaded,
+//!   imported, reloaded, and rotated under a lease with a compare-and-set;
+//! - `routing`: the device registry (device → node), presence, cross-node delivery and
+//!   replacement through each node's pub/sub channel;
+//! - `wire`: the frames nodes publish to each other;
+//! - `metrics`: connection state, cross-node messages, Redis round trips.
+//!
+//! The signaling layer reaches its own sessions through [`LocalSessions`], which it
+//! implements; this module knows nothing of WebSockets. The loops that call it over
+//! time (heartbeat, keyring reload and rotation) are the daemon's, as the key rotation
+//! loop of a single node is.
+
+mod keyring;
+pub mod metrics;
+mod routing;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::oneshot;
+use zeroize::Zeroizing;
+
+use crate::config::ClusterConfig;
+use crate::keys::sealed::SealError;
+pub use keyring::SharedKeyring;
+pub use metrics::ClusterMetrics;
+use wire::Outcome;
+
+/// Every Redis request is bounded by this; past it the request counts as failed.
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a node waits for the target node's answer to a cross-node delivery.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connecting at start is bounded by this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Redis names, all under one prefix.
+pub(crate) mod names {
+    pub(crate) const KEYRING: &str = "commucat:keyring";
+    pub(crate) const KEYRING_LEASE: &str = "commucat:keyring:lease";
+    pub(crate) const KEYRING_CHANNEL: &str = "commucat:keyring:changed";
+    pub(crate) const DEVICES: &str = "commucat:devices";
+    pub(crate) const NODE_PREFIX: &str = "commucat:node:";
+    pub(crate) const CHANNEL_PREFIX: &str = "commucat:to:";
+
+    pub(crate) fn node(id: &str) -> String {
+        format!("{NODE_PREFIX}{id}")
+    }
+
+    pub(crate) fn channel(id: &str) -> String {
+        format!("{CHANNEL_PREFIX}{id}")
+    }
+}
+
+/// What went wrong talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cannot reach Redis at {at} ([cluster] redis_url): {reason}")]
+    Connect { at: String, reason: String },
+    #[error("Redis: {0}")]
+    Redis(String),
+    #[error("Redis is unavailable")]
+    Unavailable,
+    #[error(transparent)]
+    Keyring(#[from] SealError),
+    #[error(
+        "a cluster keyring already exists in Redis (generation {generation}); \
+         pass --force to replace it (clients that pinned its keys will fail)"
+    )]
+    KeyringExists { generation: u64 },
+    #[error("the cluster keyring in Redis vanished while it was being changed; try again")]
+    KeyringMissing,
+}
+
+impl From<redis::RedisError> for ClusterError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e.to_string())
+    }
+}
+
+/// How a cross-node delivery or lookup ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteError {
+    /// No live session for the device anywhere.
+    Offline,
+    /// The target session's queue is full.
+    Busy,
+    /// Redis (or the target node) could not be asked.
+    Unavailable,
+}
+
+/// The sessions of this node, as the signaling layer keeps them.
+pub trait LocalSessions: Send + Sync {
+    /// Queues `message` (JSON, plaintext) for the session of `device` (64 hex digits).
+    fn deliver(&self, device: &str, message: Bytes) -> Outcome;
+    /// Closes the session of `device` with 4409 if it is still generation `generation`.
+    fn evict(&self, device: &str, generation: u64);
+    /// Every registered session: device and generation.
+    fn sessions(&self) -> Vec<(String, u64)>;
+}
+
+/// This node's handle on the cluster.
+pub struct Cluster {
+    node_id: String,
+    config: ClusterConfig,
+    secret: Zeroizing<[u8; 32]>,
+    client: redis::Client,
+    redis: ConnectionManager,
+    /// Subscribed to this node's channel (and so able to get answers).
+    connected: AtomicBool,
+    /// The registry in Redis may have lost this node's entries: re-register them.
+    resync: AtomicBool,
+    local: OnceLock<Arc<dyn LocalSessions>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+    next_request: AtomicU64,
+    pub metrics: ClusterMetrics,
+    /// Where the registry sweep goes on.
+    sweep_cursor: AtomicU64,
+    /// Generation of the keyring this node serves with.
+    keyring_generation: AtomicU64,
+    /// Woken when another node announces a new keyring.
+    pub keyring_changed: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a Redis URL points, without its password.
+fn describe(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => match (u.host_str(), u.port()) {
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => format!("{h}:6379"),
+            _ => u.path().to_string(),
+        },
+        Err(_) => "the configured address".into(),
+    }
+}
+
+impl Cluster {
+    /// Connects (bounded) and checks that Redis answers.
+    pub async fn connect(
+        config: &ClusterConfig,
+        node_id: String,
+    ) -> Result<Arc<Self>, ClusterError> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let at = describe(&url);
+        let failed = |reason: String| ClusterError::Connect {
+            at: at.clone(),
+            reason,
+        };
+        let secret = config
+            .keys_secret_bytes()
+            .map_err(|e| failed(e.to_string()))?;
+        let client = redis::Client::open(url.as_str()).map_err(|e| failed(e.to_string()))?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let redis = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client.clone(), manager_config),
+        )
+        .await
+        .map_err(|_| failed("timed out".into()))?
+        .map_err(|e| failed(e.to_string()))?;
+        let cluster = Arc::new(Self {
+            node_id,
+            config: config.clone(),
+            secret,
+            client,
+            redis,
+            connected: AtomicBool::new(false),
+            resync: AtomicBool::new(false),
+            local: OnceLock::new(),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(1),
+            metrics: ClusterMetrics::new(),
+            keyring_generation: AtomicU64::new(0),
+            sweep_cursor: AtomicU64::new(0),
+            keyring_changed: tokio::sync::Notify::new(),
+        });
+        let pong: String = cluster
+            .call(&redis::cmd("PING"))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if pong != "PONG" {
+            return Err(failed(format!("unexpected PING reply {pong:?}")));
+        }
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    /// The signaling layer's sessions; set once, when its routes are built.
+    pub fn attach(&self, local: Arc<dyn LocalSessions>) {
+        let _ = self.local.set(local);
+    }
+
+    fn local(&self) -> Option<&Arc<dyn LocalSessions>> {
+        self.local.get()
+    }
+
+    /// Whether the node is connected to Redis now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::Release);
+        self.metrics.connected.set(i64::from(up));
+    }
+
+    /// One Redis request, bounded by [`REDIS_TIMEOUT`] and timed.
+    async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        let mut conn = self.redis.clone();
+        let started = Instant::now();
+        let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
+        self.metrics
+            .redis_rtt
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ClusterError::Unavailable),
+        }
+    }
+
+    /// A Lua script (`EVAL`; Redis caches it by digest).
+    fn script(body: &str, keys: &[&str]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(body).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
+        cmd
+    }
+
+    /// Refreshes this node's heartbeat key (expires after `node_ttl_seconds`). If it
+    /// had expired (the node was out of touch that long), other nodes may have swept
+    /// this node's registry entries: they are registered again.
+    pub async fn heartbeat(&self) -> Result<(), ClusterError> {
+        let ttl_ms = self.config.node_ttl_seconds.saturating_mul(1000);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(names::node(&self.node_id))
+            .arg(crate::time::unix_now())
+            .arg("PX")
+            .arg(ttl_ms)
+            .arg("GET");
+        let previous: Option<String> = self.call(&cmd).await?;
+        if previous.is_none() {
+            self.resync.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// On shutdown: the node is gone at once rather than after `node_ttl_seconds`.
+    pub async fn leave(&self) {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(names::node(&self.node_id));
+        let _ = self.call::<()>(&cmd).await;
+    }
+}
+
+/// Device ids travel as their 32 raw bytes (half the memory of the hex in Redis).
+fn device_bytes(device: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(device, &mut out).ok()?;
+    Some(out)
+}
