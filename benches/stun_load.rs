@@ -9,6 +9,8 @@
 //!   STUN_LOAD_SERVER_SOCKETS (our sockets per address; default: cores),
 //!   STUN_LOAD_COTURN_THREADS (coturn -m; default: cores), STUN_LOAD_SERVERS
 //!   (comma list of ours,coturn,echo), TURNSERVER (/usr/bin/turnserver).
+//!   STUN_LOAD_SOAK_SECS: instead of the comparison, our responder alone at peak load
+//!   for that long, its VmRSS sampled every 10 s ("flat memory").
 //! Child modes (used by the harness itself): `serve-ours PORT`, `serve-echo PORT`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
@@ -43,8 +45,63 @@ fn main() {
     ) {
         (Some("serve-ours"), Some(port)) => serve_ours(port),
         (Some("serve-echo"), Some(port)) => serve_echo(port),
-        _ => compare(),
+        _ => match std::env::var("STUN_LOAD_SOAK_SECS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+        {
+            Some(secs) => soak(secs),
+            None => compare(),
+        },
     }
+}
+
+/// Resident memory of a process (KiB), from /proc.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("/proc status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Our responder at peak load for `secs`, in back-to-back 10 s runs, with its resident
+/// memory after each.
+fn soak(secs: u64) {
+    let sockets = env_or("STUN_LOAD_SOCKETS", 8usize);
+    let outstanding = env_or("STUN_LOAD_OUTSTANDING", 32usize);
+    let threads = env_or("STUN_LOAD_THREADS", 1usize);
+    let (server, port) = start(Kind::Ours);
+    let pid = server.0.id();
+    let target = SocketAddr::from(([127, 0, 0, 1], port));
+    let start_rss = rss_kib(pid);
+    println!(
+        "soak: {secs} s at peak, {sockets} sockets x {outstanding} outstanding; VmRSS at start {start_rss} KiB"
+    );
+    let mut elapsed = 0;
+    while elapsed < secs {
+        let chunk = (secs - elapsed).min(10);
+        let r = stun_load::run(
+            target,
+            sockets,
+            outstanding,
+            Duration::from_secs(chunk),
+            threads,
+        )
+        .expect("load run");
+        elapsed += chunk;
+        println!(
+            "{elapsed:>4} s: {:>9.0} responses/s  loss {:.3} %  VmRSS {} KiB",
+            r.responses_per_sec,
+            r.loss_ratio() * 100.0,
+            rss_kib(pid)
+        );
+    }
+    let end_rss = rss_kib(pid);
+    println!(
+        "VmRSS {start_rss} -> {end_rss} KiB ({:+.1} %)",
+        (end_rss as f64 / start_rss as f64 - 1.0) * 100.0
+    );
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -36,7 +36,9 @@ fn run(mut cmd: Command, limit: Duration) -> (ExitStatus, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn npm (is Node.js with npm installed?)");
+    let mut child = cmd
+        .spawn()
+        .expect("spawn npm (is Node.js with npm installed?)");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();
