@@ -15,38 +15,18 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use commucat::client::connect::{ConnectOptions, Connection, connect_with_info};
-use commucat::client::http::{fetch_server_info, http_client};
-use commucat::crypto::{Pattern, Version};
-use commucat::discovery::ServerInfo;
+mod common;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Server, env_u64, load_options, open_sessions, rss_kib, start_daemon};
+use commucat::client::connect::connect_with_info;
+use commucat::client::http::{fetch_server_info, http_client};
 
 fn raise_nofile() -> u64 {
     commucat::sys::raise_open_file_limit().unwrap_or(0)
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 const CONFIG: &str = "\
@@ -63,92 +43,6 @@ keepalive_interval = 300
 [log]
 level = \"warn,commucat::daemon=info\"
 ";
-
-fn start_daemon(dir: &std::path::Path) -> Server {
-    use std::io::{BufRead, BufReader};
-    std::fs::write(dir.join("commucat.toml"), CONFIG).expect("config");
-    // `LOAD_DAEMON` runs another build of the daemon (A/B comparisons).
-    let bin =
-        std::env::var("LOAD_DAEMON").unwrap_or_else(|_| env!("CARGO_BIN_EXE_commucat").into());
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("commucat.toml"))
-        .current_dir(dir)
-        .env("COMMUCAT_SERVER_BIND", "127.0.0.1:0")
-        .env("COMMUCAT_ICE_LITE_BIND", "127.0.0.1:0")
-        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn commucat");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(i) = line.find(" http=") {
-            let addr = line[i + 6..].split_whitespace().next().unwrap_or("");
-            let addr = addr.parse().expect("address");
-            std::thread::spawn(move || for _ in lines {});
-            return Server { child, addr };
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("daemon did not report its address");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
-fn options() -> ConnectOptions {
-    ConnectOptions {
-        pattern: Pattern::Xk,
-        version: Version::V2,
-        pq: true,
-        timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    }
-}
-
-async fn open_sessions(
-    base: &str,
-    info: &ServerInfo,
-    n: usize,
-    parallel: usize,
-) -> Vec<Connection> {
-    let base = Arc::new(base.to_owned());
-    let info = Arc::new(info.clone());
-    let mut out = Vec::with_capacity(n);
-    let mut tasks = tokio::task::JoinSet::new();
-    let per_task = n.div_ceil(parallel);
-    for t in 0..parallel {
-        let count = per_task.min(n.saturating_sub(t * per_task));
-        let (base, info) = (base.clone(), info.clone());
-        tasks.spawn(async move {
-            let mut mine = Vec::with_capacity(count);
-            for _ in 0..count {
-                mine.push(
-                    connect_with_info(&base, &info, options())
-                        .await
-                        .expect("session"),
-                );
-            }
-            mine
-        });
-    }
-    while let Some(done) = tasks.join_next().await {
-        out.extend(done.expect("task"));
-    }
-    out
-}
 
 /// `/healthz` latencies (µs) sampled every 20 ms until `stop`.
 async fn sample_healthz(base: String, stop: Arc<AtomicBool>) -> Vec<u64> {
@@ -236,7 +130,7 @@ async fn run(server: &Server, sessions: usize, conns: usize, secs: u64) {
         let (base, info, done) = (base.clone(), info.clone(), done.clone());
         loops.spawn(async move {
             while Instant::now() < deadline {
-                let c = connect_with_info(&base, &info, options())
+                let c = connect_with_info(&base, &info, load_options())
                     .await
                     .expect("handshake");
                 let _ = c.close().await;
@@ -268,7 +162,7 @@ fn main() {
     println!("RLIMIT_NOFILE {nofile}");
     let dir = std::env::temp_dir().join(format!("commucat-hsload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    let server = start_daemon(&dir);
+    let server = start_daemon(&dir, CONFIG);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -20,6 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::rss_kib;
 use commucat::client::stun_load::{self, LoadReport};
 use commucat::ice::credentials::IceSecret;
 use commucat::ice::stun::{RequestBuilder, StunResponder};
@@ -53,16 +56,6 @@ fn main() {
             None => compare(),
         },
     }
-}
-
-/// Resident memory of a process (KiB), from /proc.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("/proc status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// Our responder at peak load for `secs`, in back-to-back 10 s runs, with its resident
