@@ -12,10 +12,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::Daemon;
+use common::{Daemon, run_to_exit};
 
 /// `SCHEMATHESIS` when set, else the project's `.venv`; a failure, not a skip.
 fn schemathesis() -> PathBuf {
@@ -53,27 +53,8 @@ fn every_operation_behaves_as_its_openapi_document_says() {
         // A fixed seed: a failure here reproduces with the same command.
         .args(["--max-examples", "200", "--seed", "20261202"])
         .args(["--request-timeout", "10", "--workers", "1"]);
-    // Its report can outgrow a pipe: it goes to a file.
-    let report = d.dir.join("schemathesis.log");
-    let file = std::fs::File::create(&report).unwrap();
-    cmd.stdin(Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file);
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("schemathesis did not finish in 600 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let stdout = std::fs::read_to_string(&report).unwrap();
-    assert!(status.success(), "schemathesis: {status:?}\n{stdout}");
+    let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(600));
+    assert!(status.success(), "schemathesis: {status:?}\n{stdout}\n{stderr}");
     assert!(
         stdout.contains("No issues found"),
         "schemathesis passed without its summary line:\n{stdout}"

@@ -6,66 +6,25 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_commucat");
-const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{bin, cli, run_to_exit};
+
 const NPM_CI_LIMIT: Duration = Duration::from_secs(600);
 const NPM_TEST_LIMIT: Duration = Duration::from_secs(600);
-
-/// The daemon: `TEST_COMMUCAT_BIN` when set, else this build's (as tests/common does).
-fn bin() -> PathBuf {
-    std::env::var_os("TEST_COMMUCAT_BIN").map_or_else(|| BIN.into(), PathBuf::from)
-}
-
-/// The CLI: `TEST_COMMUCAT_CLI` when set, else this build's.
-fn cli() -> PathBuf {
-    std::env::var_os("TEST_COMMUCAT_CLI").map_or_else(|| CLI.into(), PathBuf::from)
-}
 
 fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk").join("js")
 }
 
-/// Runs `cmd` to completion with a bounded wait; stdout and stderr are drained by
-/// threads so that a chatty child never blocks on a full pipe.
-fn run(mut cmd: Command, limit: Duration) -> (ExitStatus, String) {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .expect("spawn npm (is Node.js with npm installed?)");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish in {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = format!(
-        "--- stdout ---\n{}\n--- stderr ---\n{}",
-        stdout.join().unwrap(),
-        stderr.join().unwrap()
-    );
-    (status, output)
+/// Runs `cmd` to completion (bounded); its status and both outputs, labelled.
+fn run(cmd: Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    let (status, stdout, stderr) = run_to_exit(cmd, limit);
+    (status, format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"))
 }
 
 #[test]

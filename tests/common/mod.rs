@@ -256,29 +256,38 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs the daemon (or the CLI) to completion with a bounded wait.
+/// Runs a program to completion with a bounded wait (killed and reaped past it); its
+/// stdout and stderr are drained by threads, so a chatty child never blocks on a full
+/// pipe.
 pub(crate) fn run_to_exit(mut cmd: Command, limit: Duration) -> (ExitStatus, String, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            let out = child.wait_with_output().unwrap();
-            return (
-                out.status,
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            );
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("process did not exit in {limit:?}");
+            panic!("{cmd:?} did not finish in {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
 }
 
 pub(crate) fn client() -> reqwest::Client {
