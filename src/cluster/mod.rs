@@ -351,3 +351,20 @@ fn device_bytes(device: &str) -> Option<[u8; 32]> {
     hex::decode_to_slice(device, &mut out).ok()?;
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_address_is_described_without_its_password() {
+        assert_eq!(
+            describe("redis://:secret-pw@10.0.0.5:6380/1"),
+            "10.0.0.5:6380"
+        );
+        assert_eq!(describe("redis://user:secret-pw@redis"), "redis:6379");
+        assert_eq!(describe("not a url"), "the configured address");
+        assert_eq!(device_bytes(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(device_bytes("ab"), None);
+    }
+}
