@@ -37,7 +37,7 @@ use wire::Outcome;
 /// Every Redis request is bounded by this; past it the request counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node waits for the target node's answer to a cross-node delivery.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connecting at start is bounded by this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
