@@ -413,6 +413,9 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
             .unwrap();
         let idb = b.device_id.clone();
         signal(&mut a, &mut b, 1).await;
+        // Nothing else is pending for A: its next message is the pong.
+        a.send(&ClientMessage::Ping { id: 9.into() }).await.unwrap();
+        assert_eq!(recv(&mut a).await, ServerMessage::Pong { id: 9.into() });
 
         redis.kill();
         // Wait (bounded) until node 1 noticed: cross-node answers `unavailable`.

@@ -18,7 +18,7 @@ use super::{Cluster, ClusterError, names};
 
 /// Replaces the ring if its header (magic and generation) is still `ARGV[1]`, and
 /// announces it. KEYS: keyring. ARGV: expected header, new blob, channel.
-const COMPARE_AND_SET: &str = r"
+pub(super) const COMPARE_AND_SET: &str = r"
 local cur = redis.call('GET', KEYS[1])
 if not cur or string.sub(cur, 1, 12) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -27,7 +27,7 @@ return 1
 ";
 
 /// Deletes the lease only if this node still holds it. KEYS: lease. ARGV: node.
-const RELEASE: &str = r"
+pub(super) const RELEASE: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 ";

@@ -37,7 +37,7 @@ use wire::Outcome;
 /// Every Redis request is bounded by this; past it the request counts as failed.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a node waits for the target node's answer to a cross-node delivery.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connecting at start is bounded by this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -206,6 +206,10 @@ impl Cluster {
         if pong != "PONG" {
             return Err(failed(format!("unexpected PING reply {pong:?}")));
         }
+        cluster
+            .load_scripts()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         Ok(cluster)
     }
 
@@ -236,8 +240,19 @@ impl Cluster {
         self.metrics.connected.set(i64::from(up));
     }
 
-    /// One Redis request, bounded by [`REDIS_TIMEOUT`] and timed.
+    /// One Redis request, bounded by [`REDIS_TIMEOUT`] and timed. A script Redis does
+    /// not know (it restarted, or `SCRIPT FLUSH`) is loaded and the request sent again.
     async fn call<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ClusterError> {
+        match self.query(cmd).await {
+            Err(Query::NoScript) => {
+                self.load_scripts().await?;
+                self.query(cmd).await.map_err(Query::into_error)
+            }
+            other => other.map_err(Query::into_error),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Query> {
         let mut conn = self.redis.clone();
         let started = Instant::now();
         let result = tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<T>(&mut conn)).await;
@@ -246,15 +261,31 @@ impl Cluster {
             .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(ClusterError::Unavailable),
+            Ok(Err(e)) if e.code() == Some("NOSCRIPT") => Err(Query::NoScript),
+            Ok(Err(e)) => Err(Query::Failed(e.into())),
+            Err(_) => Err(Query::Failed(ClusterError::Unavailable)),
         }
     }
 
-    /// A Lua script (`EVAL`; Redis caches it by digest).
+    /// Loads every script of this module into Redis' script cache (`EVALSHA` then
+    /// sends only the digest).
+    async fn load_scripts(&self) -> Result<(), ClusterError> {
+        for body in SCRIPTS {
+            let mut cmd = redis::cmd("SCRIPT");
+            cmd.arg("LOAD").arg(body);
+            self.query::<String>(&cmd)
+                .await
+                .map_err(Query::into_error)?;
+        }
+        Ok(())
+    }
+
+    /// A call of one of [`SCRIPTS`], by its SHA-1 digest.
     fn script(body: &str, keys: &[&str]) -> redis::Cmd {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(body).arg(keys.len());
+        use sha1::Digest as _;
+        let digest = hex::encode(sha1::Sha1::digest(body.as_bytes()));
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(digest).arg(keys.len());
         for k in keys {
             cmd.arg(*k);
         }
@@ -287,9 +318,53 @@ impl Cluster {
     }
 }
 
+/// Every Lua script the cluster runs.
+const SCRIPTS: [&str; 8] = [
+    routing::REGISTER,
+    routing::REREGISTER,
+    routing::UNREGISTER,
+    routing::LOOKUP,
+    routing::ROUTE,
+    routing::SWEEP,
+    keyring::COMPARE_AND_SET,
+    keyring::RELEASE,
+];
+
+/// How one request ended, before the script retry.
+enum Query {
+    NoScript,
+    Failed(ClusterError),
+}
+
+impl Query {
+    fn into_error(self) -> ClusterError {
+        match self {
+            Self::NoScript => ClusterError::Redis("NOSCRIPT after loading the scripts".into()),
+            Self::Failed(e) => e,
+        }
+    }
+}
+
 /// Device ids travel as their 32 raw bytes (half the memory of the hex in Redis).
 fn device_bytes(device: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(device, &mut out).ok()?;
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redis_address_is_described_without_its_password() {
+        assert_eq!(
+            describe("redis://:secret-pw@10.0.0.5:6380/1"),
+            "10.0.0.5:6380"
+        );
+        assert_eq!(describe("redis://user:secret-pw@redis"), "redis:6379");
+        assert_eq!(describe("not a url"), "the configured address");
+        assert_eq!(device_bytes(&"ab".repeat(32)), Some([0xab; 32]));
+        assert_eq!(device_bytes("ab"), None);
+    }
 }

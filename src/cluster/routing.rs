@@ -19,7 +19,7 @@ use super::{Cluster, ClusterError, RouteError, device_bytes, names};
 
 /// Registers a device; publishes an evict frame to the node that held it before.
 /// KEYS: devices. ARGV: device, "<node> <generation>", this node.
-const REGISTER: &str = r"
+pub(super) const REGISTER: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if old then
@@ -33,7 +33,7 @@ return 1
 
 /// Re-registers after Redis was lost: only where no live node holds the device now.
 /// KEYS: devices. ARGV: device, "<node> <generation>", this node.
-const REREGISTER: &str = r"
+pub(super) const REREGISTER: &str = r"
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
   local node = string.match(old, '^(%S+)')
@@ -46,7 +46,7 @@ return 1
 ";
 
 /// Removes a device's entry if it is still this session's. KEYS: devices. ARGV: device, value.
-const UNREGISTER: &str = r"
+pub(super) const UNREGISTER: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   return redis.call('HDEL', KEYS[1], ARGV[1])
 end
@@ -55,7 +55,7 @@ return 0
 
 /// Whether a device is online elsewhere: entry present, not this node, node alive.
 /// KEYS: devices. ARGV: device, this node.
-const LOOKUP: &str = r"
+pub(super) const LOOKUP: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return 0 end
 local node = string.match(v, '^(%S+)')
@@ -65,7 +65,7 @@ return redis.call('EXISTS', 'commucat:node:' .. node)
 
 /// Publishes a frame to the device's node: subscribers reached, or -1 (no entry, or
 /// this node) / -2 (node without heartbeat). KEYS: devices. ARGV: device, this node, frame.
-const ROUTE: &str = r"
+pub(super) const ROUTE: &str = r"
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return -1 end
 local node = string.match(v, '^(%S+)')
@@ -76,7 +76,7 @@ return redis.call('PUBLISH', 'commucat:to:' .. node, ARGV[3])
 
 /// Removes entries of nodes without a heartbeat, one `HSCAN` page at a time.
 /// KEYS: devices. ARGV: cursor, page size. Returns {next cursor, removed}.
-const SWEEP: &str = r"
+pub(super) const SWEEP: &str = r"
 local page = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
 local removed = 0
 local fields = page[2]
@@ -311,6 +311,8 @@ impl Cluster {
             match self.subscribe().await {
                 Ok(mut pubsub) => {
                     backoff = BACKOFF_MIN;
+                    // A restarted Redis has forgotten them (the pipeline below needs them).
+                    let _ = self.load_scripts().await;
                     let rejoined = self.heartbeat().await.is_ok()
                         && (first || self.reregister_all().await.is_ok());
                     if !rejoined {
