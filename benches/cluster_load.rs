@@ -20,7 +20,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,20 +29,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use commucat::client::connect::{ConnectOptions, Connection, connect_with_info};
+use commucat::client::connect::Connection;
 use commucat::client::http::{fetch_server_info, http_client};
-use commucat::discovery::ServerInfo;
 use commucat::signal::messages::{ClientMessage, ServerMessage};
 use serde_json::json;
 
-const SECRET: &str = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
+mod common;
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use common::{Server, env_u64, open_sessions, start_daemon};
+
+const SECRET: &str = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
 
 /// A child process killed and reaped on drop.
 struct Reaped(Child);
@@ -119,12 +115,7 @@ impl Redis {
     }
 }
 
-struct Node {
-    _child: Reaped,
-    base: String,
-}
-
-fn start_node(dir: &Path, redis: &Redis) -> Node {
+fn start_node(dir: &Path, redis: &Redis) -> Server {
     std::fs::create_dir_all(dir).unwrap();
     let config = format!(
         "[limits]\nconnect_rate_per_ip = 1000000\nconnect_burst = 1000000\n\
@@ -135,72 +126,7 @@ fn start_node(dir: &Path, redis: &Redis) -> Node {
          [cluster]\nredis_url = \"redis://{}\"\nkeys_secret = \"{SECRET}\"\n",
         redis.addr
     );
-    std::fs::write(dir.join("commucat.toml"), config).unwrap();
-    let bin =
-        std::env::var("LOAD_DAEMON").unwrap_or_else(|_| env!("CARGO_BIN_EXE_commucat").into());
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(dir.join("commucat.toml"))
-        .current_dir(dir)
-        .env("COMMUCAT_SERVER_BIND", "127.0.0.1:0")
-        .env("COMMUCAT_ICE_LITE_ENABLED", "false")
-        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn commucat");
-    let stderr = child.stderr.take().unwrap();
-    let child = Reaped(child);
-    let mut lines = BufReader::new(stderr).lines();
-    while let Some(Ok(line)) = lines.next() {
-        if let Some(i) = line.find(" http=") {
-            let addr = line[i + 6..]
-                .split_whitespace()
-                .next()
-                .unwrap_or("")
-                .to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return Node {
-                _child: child,
-                base: format!("http://{addr}"),
-            };
-        }
-    }
-    panic!("daemon did not report its address");
-}
-
-fn options() -> ConnectOptions {
-    ConnectOptions {
-        timeout: Duration::from_secs(60),
-        ..ConnectOptions::default()
-    }
-}
-
-async fn open(base: &str, info: &ServerInfo, n: usize, parallel: usize) -> Vec<Connection> {
-    let (base, info) = (Arc::new(base.to_owned()), Arc::new(info.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    let per = n.div_ceil(parallel);
-    for t in 0..parallel {
-        let count = per.min(n.saturating_sub(t * per));
-        let (base, info) = (base.clone(), info.clone());
-        tasks.spawn(async move {
-            let mut mine = Vec::with_capacity(count);
-            for _ in 0..count {
-                mine.push(
-                    connect_with_info(&base, &info, options())
-                        .await
-                        .expect("session"),
-                );
-            }
-            mine
-        });
-    }
-    let mut out = Vec::with_capacity(n);
-    while let Some(done) = tasks.join_next().await {
-        out.extend(done.unwrap());
-    }
-    out
+    start_daemon(dir, &config)
 }
 
 fn percentiles(mut v: Vec<u64>) -> String {
@@ -357,15 +283,15 @@ fn main() {
         .unwrap();
     runtime.block_on(async {
         let client = http_client(Duration::from_secs(10)).unwrap();
-        let info = fetch_server_info(&client, &nodes[0].base, None).await.unwrap();
+        let info = fetch_server_info(&client, &nodes[0].base(), None).await.unwrap();
         let origin = Instant::now();
 
         // 1. Memory per registered session.
         let before = redis.used_memory();
         let started = Instant::now();
         let half = sessions / 2;
-        let mut on1 = open(&nodes[0].base, &info, half, 32).await;
-        let mut on2 = open(&nodes[1].base, &info, sessions - half, 32).await;
+        let mut on1 = open_sessions(&nodes[0].base(), &info, half, 32).await;
+        let mut on2 = open_sessions(&nodes[1].base(), &info, sessions - half, 32).await;
         let opened = started.elapsed();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let after = redis.used_memory();
@@ -430,10 +356,10 @@ fn main() {
 
         // 3. Cross-node peak and latency at half of it; 4. relay same-node vs cross-node.
         let fresh_pairs = |cross: bool| {
-            let (n1, n2, info) = (nodes[0].base.clone(), nodes[1].base.clone(), info.clone());
+            let (n1, n2, info) = (nodes[0].base(), nodes[1].base(), info.clone());
             async move {
-                let senders = open(&n1, &info, pairs, 8).await;
-                let receivers = open(if cross { &n2 } else { &n1 }, &info, pairs, 8).await;
+                let senders = open_sessions(&n1, &info, pairs, 8).await;
+                let receivers = open_sessions(if cross { &n2 } else { &n1 }, &info, pairs, 8).await;
                 senders.into_iter().zip(receivers).collect::<Vec<_>>()
             }
         };

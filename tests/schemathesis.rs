@@ -54,7 +54,10 @@ fn every_operation_behaves_as_its_openapi_document_says() {
         .args(["--max-examples", "200", "--seed", "20261202"])
         .args(["--request-timeout", "10", "--workers", "1"]);
     let (status, stdout, stderr) = run_to_exit(cmd, Duration::from_secs(600));
-    assert!(status.success(), "schemathesis: {status:?}\n{stdout}\n{stderr}");
+    assert!(
+        status.success(),
+        "schemathesis: {status:?}\n{stdout}\n{stderr}"
+    );
     assert!(
         stdout.contains("No issues found"),
         "schemathesis passed without its summary line:\n{stdout}"

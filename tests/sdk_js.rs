@@ -24,7 +24,10 @@ fn sdk_dir() -> PathBuf {
 /// Runs `cmd` to completion (bounded); its status and both outputs, labelled.
 fn run(cmd: Command, limit: Duration) -> (std::process::ExitStatus, String) {
     let (status, stdout, stderr) = run_to_exit(cmd, limit);
-    (status, format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"))
+    (
+        status,
+        format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"),
+    )
 }
 
 #[test]
