@@ -36,7 +36,7 @@ use serde_json::json;
 
 mod common;
 
-use common::{Server, env_u64, open_sessions, start_daemon};
+use common::{Server, env_u64, open_sessions, percentiles, start_daemon};
 
 const SECRET: &str = "6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b6b";
 
@@ -127,22 +127,6 @@ fn start_node(dir: &Path, redis: &Redis) -> Server {
         redis.addr
     );
     start_daemon(dir, &config)
-}
-
-fn percentiles(mut v: Vec<u64>) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_unstable();
-    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!(
-        "n={} p50={:.3} ms p90={:.3} ms p99={:.3} ms max={:.3} ms",
-        v.len(),
-        p(0.5),
-        p(0.9),
-        p(0.99),
-        p(1.0)
-    )
 }
 
 /// What the receivers saw.

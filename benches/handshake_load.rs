@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{Server, env_u64, load_options, open_sessions, rss_kib, start_daemon};
+use common::{Server, env_u64, load_options, open_sessions, percentiles, rss_kib, start_daemon};
 use commucat::client::connect::connect_with_info;
 use commucat::client::http::{fetch_server_info, http_client};
 
@@ -62,22 +62,6 @@ async fn sample_healthz(base: String, stop: Arc<AtomicBool>) -> Vec<u64> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     samples
-}
-
-fn percentiles(mut v: Vec<u64>) -> String {
-    if v.is_empty() {
-        return "no samples".into();
-    }
-    v.sort_unstable();
-    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
-    format!(
-        "n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
-        v.len(),
-        p(0.5),
-        p(0.9),
-        p(0.99),
-        p(1.0)
-    )
 }
 
 async fn run(server: &Server, sessions: usize, conns: usize, secs: u64) {

@@ -83,15 +83,8 @@ fn main() -> ExitCode {
     init_logging(&config);
     tracing::info!(config = %source, version = env!("CARGO_PKG_VERSION"), "starting");
     raise_open_file_limit();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("commucat: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         // Handlers are installed before the daemon reports ready, so a SIGTERM sent right
@@ -134,18 +127,22 @@ fn main() -> ExitCode {
     })
 }
 
+/// The runtime `builder` makes, or `None` once the failure is reported.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    match builder.enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("commucat: cannot start the runtime: {e}");
+            None
+        }
+    }
+}
+
 /// `commucat cluster import [--force]`: exit 0 once written, 2 for a configuration
 /// problem, 1 otherwise (an existing ring without --force, Redis unreachable).
 fn cluster_import(config: &Config, force: bool) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("commucat: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(commucat::daemon::cluster_import(config, force)) {
         Ok(generation) => {

@@ -128,3 +128,20 @@ pub(crate) async fn open_sessions(
     }
     out
 }
+
+/// p50/p90/p99/max of latencies given in microseconds, printed in milliseconds.
+pub(crate) fn percentiles(mut v: Vec<u64>) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort_unstable();
+    let p = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as f64 / 1000.0;
+    format!(
+        "n={} p50={:.3} ms p90={:.3} ms p99={:.3} ms max={:.3} ms",
+        v.len(),
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    )
+}
