@@ -642,6 +642,8 @@ fn health_ready_and_openapi() {
             "/healthz",
             "/readyz",
             "/api/openapi.json",
+            "/demo/",
+            "/demo/{file}",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

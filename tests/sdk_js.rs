@@ -1,8 +1,11 @@
 //! Runs the JavaScript SDK's own test suite (`sdk/js`, `npm test`) against this build's
 //! daemon and CLI, so that `cargo test` covers the SDK too: its handshake matrix, close
-//! codes, session messages and the interop with `commucat-cli` all run against the
-//! binaries built here. Needs Node ≥ 20 and npm on the PATH; the locked dependencies are
-//! installed with `npm ci` when `sdk/js/node_modules` is missing.
+//! codes, session messages and the interop with `commucat-cli`, the demo page in headless
+//! Chromium (data channel, TURN through coturn, relay fallback), the committed demo
+//! bundle and API reference against fresh builds. Needs Node ≥ 20 and npm on the PATH,
+//! coturn's `turnserver` and Debian's `chromium` (`CHROMIUM_BIN` overrides
+//! `/usr/bin/chromium`); the locked dependencies are installed with `npm ci` when
+//! `sdk/js/node_modules` is missing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_commucat");
 const CLI: &str = env!("CARGO_BIN_EXE_commucat-cli");
 const NPM_CI_LIMIT: Duration = Duration::from_secs(600);
-const NPM_TEST_LIMIT: Duration = Duration::from_secs(600);
+const NPM_TEST_LIMIT: Duration = Duration::from_secs(900);
 
 /// The daemon: `TEST_COMMUCAT_BIN` when set, else this build's (as tests/common does).
 fn bin() -> PathBuf {
@@ -36,7 +39,9 @@ fn run(mut cmd: Command, limit: Duration) -> (ExitStatus, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn npm (is Node.js with npm installed?)");
+    let mut child = cmd
+        .spawn()
+        .expect("spawn npm (is Node.js with npm installed?)");
     let drain = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut text = String::new();

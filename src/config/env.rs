@@ -14,6 +14,7 @@ const SECTIONS: &[&str] = &[
     "server",
     "crypto",
     "admin",
+    "demo",
     "ice",
     "log",
 ];

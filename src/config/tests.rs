@@ -212,3 +212,18 @@ fn a_turn_entry_takes_secret_or_secrets_not_both() {
         parse("[[ice.turn]]\nurls = [\"turn:a.example\"]\nsecrets = [\"new\", \"old\"]\n").unwrap();
     assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
 }
+
+#[test]
+fn demo_is_on_by_default_and_switched_off_by_file_or_env() {
+    assert!(parse("").unwrap().demo.enabled);
+    assert!(!parse("[demo]\nenabled = false\n").unwrap().demo.enabled);
+    let env = vec![("COMMUCAT_DEMO_ENABLED".to_string(), "false".to_string())];
+    assert!(!Config::from_toml_with_env("", &env).unwrap().demo.enabled);
+    let env = vec![("COMMUCAT_DEMO_ENABLED".to_string(), "maybe".to_string())];
+    let e = Config::from_toml_with_env("", &env).unwrap_err();
+    assert_eq!(e.key, "COMMUCAT_DEMO_ENABLED");
+    let e = parse("[demo]\nenabled = \"yes\"\n").unwrap_err();
+    assert!(e.to_string().contains("demo"), "{e}");
+    let e = parse("[demo]\npath = \"/x\"\n").unwrap_err();
+    assert!(e.to_string().contains("path"), "{e}");
+}
