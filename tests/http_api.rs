@@ -643,7 +643,9 @@ fn health_ready_and_openapi() {
             "/readyz",
             "/api/openapi.json",
             "/demo/",
-            "/demo/{file}",
+            "/demo/demo.js",
+            "/demo/demo.css",
+            "/demo/commucat-sdk.min.js",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

@@ -30,7 +30,9 @@ use crate::ice::candidates::LiteCandidate;
         get_openapi,
         connect_doc,
         demo::index,
-        demo::asset,
+        demo::demo_js_doc,
+        demo::demo_css_doc,
+        demo::demo_bundle_doc,
     ),
     components(schemas(LiteCandidate)),
     modifiers(&OptionalAssistBody)
