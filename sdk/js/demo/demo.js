@@ -209,11 +209,13 @@ class Demo {
     peer.send(bytes);
   }
 
-  /** Sends are serialized, so a file's chunks never interleave with another message. */
+  /**
+   * Sends are serialized, so a file's chunks never interleave with another message; a
+   * failure is shown in the log (the returned promise never rejects).
+   */
   enqueue(task) {
-    const run = this.sending.then(task);
-    this.sending = run.catch((error) => log('system', 'me', `send failed: ${error.message}`));
-    return run;
+    this.sending = this.sending.then(task).catch((error) => log('system', 'me', `send failed: ${error.message}`));
+    return this.sending;
   }
 
   sendText(text) {
