@@ -642,6 +642,10 @@ fn health_ready_and_openapi() {
             "/healthz",
             "/readyz",
             "/api/openapi.json",
+            "/demo/",
+            "/demo/demo.js",
+            "/demo/demo.css",
+            "/demo/commucat-sdk.min.js",
         ] {
             assert!(
                 doc["paths"].get(path).is_some(),

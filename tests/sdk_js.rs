@@ -1,8 +1,11 @@
 //! Runs the JavaScript SDK's own test suite (`sdk/js`, `npm test`) against this build's
 //! daemon and CLI, so that `cargo test` covers the SDK too: its handshake matrix, close
-//! codes, session messages and the interop with `commucat-cli` all run against the
-//! binaries built here. Needs Node ≥ 20 and npm on the PATH; the locked dependencies are
-//! installed with `npm ci` when `sdk/js/node_modules` is missing.
+//! codes, session messages and the interop with `commucat-cli`, the demo page in headless
+//! Chromium (data channel, TURN through coturn, relay fallback), the committed demo
+//! bundle and API reference against fresh builds. Needs Node ≥ 20 and npm on the PATH,
+//! coturn's `turnserver` and Debian's `chromium` (`CHROMIUM_BIN` overrides
+//! `/usr/bin/chromium`); the locked dependencies are installed with `npm ci` when
+//! `sdk/js/node_modules` is missing.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -15,7 +18,7 @@ use std::time::Duration;
 use common::{bin, cli, run_to_exit};
 
 const NPM_CI_LIMIT: Duration = Duration::from_secs(600);
-const NPM_TEST_LIMIT: Duration = Duration::from_secs(600);
+const NPM_TEST_LIMIT: Duration = Duration::from_secs(900);
 
 fn sdk_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk").join("js")

@@ -15,6 +15,7 @@ const SECTIONS: &[&str] = &[
     "server",
     "crypto",
     "admin",
+    "demo",
     "ice",
     "log",
 ];

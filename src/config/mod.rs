@@ -65,9 +65,13 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+<<<<<<< HEAD
     /// `None`: a single node, no Redis (docs/cluster.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+=======
+    pub demo: DemoConfig,
+>>>>>>> sdk
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -388,6 +392,21 @@ pub struct AuthConfig {
     /// the one to sign new tokens with.
     #[serde(skip_serializing)]
     pub jwt_secrets: Vec<Secret>,
+}
+
+/// `[demo]`: the two-tab WebRTC demo page at `/demo/` (sdk/js/demo, embedded in the
+/// binary).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Serve `/demo/`; when off, its routes answer 404 like any unknown path.
+    pub enabled: bool,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -213,6 +213,7 @@ fn a_turn_entry_takes_secret_or_secrets_not_both() {
     assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
 }
 
+<<<<<<< HEAD
 const SECRET64: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
 #[test]
@@ -321,4 +322,19 @@ fn cluster_env_overrides_turn_cluster_mode_on_and_secrets_stay_redacted() {
         e.to_string().contains("unknown setting cluster.nodes"),
         "{e}"
     );
+=======
+#[test]
+fn demo_is_on_by_default_and_switched_off_by_file_or_env() {
+    assert!(parse("").unwrap().demo.enabled);
+    assert!(!parse("[demo]\nenabled = false\n").unwrap().demo.enabled);
+    let env = vec![("COMMUCAT_DEMO_ENABLED".to_string(), "false".to_string())];
+    assert!(!Config::from_toml_with_env("", &env).unwrap().demo.enabled);
+    let env = vec![("COMMUCAT_DEMO_ENABLED".to_string(), "maybe".to_string())];
+    let e = Config::from_toml_with_env("", &env).unwrap_err();
+    assert_eq!(e.key, "COMMUCAT_DEMO_ENABLED");
+    let e = parse("[demo]\nenabled = \"yes\"\n").unwrap_err();
+    assert!(e.to_string().contains("demo"), "{e}");
+    let e = parse("[demo]\npath = \"/x\"\n").unwrap_err();
+    assert!(e.to_string().contains("path"), "{e}");
+>>>>>>> sdk
 }

@@ -4,6 +4,7 @@
 pub mod access;
 pub mod assist;
 mod body;
+pub mod demo;
 pub mod ice_servers;
 pub mod openapi;
 pub mod ops;
@@ -45,10 +46,20 @@ pub const ROUTES: &[&str] = &[
     "/metrics",
     "/healthz",
     "/readyz",
+    "/demo/",
+    "/demo/demo.css",
+    "/demo/demo.js",
+    "/demo/commucat-sdk.min.js",
 ];
 
 /// The full router. `extra` lets other subsystems (the signaling endpoint) add routes.
 pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
+    // Off: the demo's paths fall through to the 404 of any unknown route.
+    let demo = if state.config.demo.enabled {
+        demo::routes()
+    } else {
+        Router::new()
+    };
     Router::new()
         .route("/api/server-info", get(server_info::get_server_info))
         .route(
@@ -64,6 +75,7 @@ pub fn router(state: Arc<AppState>, extra: Router<Arc<AppState>>) -> Router {
         .route("/metrics", get(ops::get_metrics))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .merge(demo)
         .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use utoipa::OpenApi;
 
 use super::problem::Problem;
-use super::{assist, ice_servers, ops, server_info, turn_rest};
+use super::{assist, demo, ice_servers, ops, server_info, turn_rest};
 use crate::ice::candidates::LiteCandidate;
 
 #[derive(OpenApi)]
@@ -29,6 +29,10 @@ use crate::ice::candidates::LiteCandidate;
         ops::readyz,
         get_openapi,
         connect_doc,
+        demo::index,
+        demo::demo_js_doc,
+        demo::demo_css_doc,
+        demo::demo_bundle_doc,
     ),
     components(schemas(LiteCandidate)),
     modifiers(&OptionalAssistBody)

@@ -26,3 +26,9 @@ export type { SessionKeys } from './kdf.js';
 export { Sealer, Opener, clientTransport, MAX_CIPHERTEXT_LEN, REKEY_INTERVAL } from './transport.js';
 export { connectPeer, isPeerSignal, PeerConnection, PEER_SIGNAL_TAG } from './peer.js';
 export type { PeerOptions, PeerEvents, PeerPath, CandidatePair } from './peer.js';
+// Types that the exported signatures name (so that the reference documents them too).
+export type { FetchLike } from './http.js';
+export type { ClientTransport } from './transport.js';
+export type { ClientEstablished, ClientHandshakeParams } from './handshake.js';
+export type { CommuCatErrorDetails } from './errors.js';
+export type { Listener } from './emitter.js';

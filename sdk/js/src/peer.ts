@@ -133,6 +133,14 @@ export class PeerConnection extends Emitter<PeerEvents> {
     return this.candidatePair;
   }
 
+  /**
+   * Bytes queued on the data channel and not yet sent (0 on the relay path): a sender of
+   * many messages waits while this is high, as the channel refuses to queue without bound.
+   */
+  get bufferedAmount(): number {
+    return this.currentPath === 'p2p' ? this.channel.bufferedAmount : 0;
+  }
+
   /** Sends bytes (≤ 16 KiB) over the data channel, or through the relay after a fallback. */
   send(data: Uint8Array): void {
     if (!(data instanceof Uint8Array)) throw new CommuCatError('invalid_argument', 'send takes a Uint8Array');

@@ -86,7 +86,10 @@ export class Session extends Emitter<SessionEvents> {
   private closing = false;
   private closeEmitted = false;
 
-  /** Use `connect()`; the session takes ownership of `secret`. */
+  /**
+   * Use `connect()`; the session takes ownership of `secret`.
+   * @internal
+   */
   constructor(url: string, options: SessionOptions, secret: Uint8Array, deviceId: string, link: Link) {
     super();
     this.url = url;
