@@ -65,13 +65,10 @@ pub struct Config {
     pub log: LogConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
-<<<<<<< HEAD
     /// `None`: a single node, no Redis (docs/cluster.md).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
-=======
     pub demo: DemoConfig,
->>>>>>> sdk
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

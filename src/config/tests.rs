@@ -213,7 +213,6 @@ fn a_turn_entry_takes_secret_or_secrets_not_both() {
     assert_eq!(c.ice.turn[0].signing_secret(), Some("new"));
 }
 
-<<<<<<< HEAD
 const SECRET64: &str = "0101010101010101010101010101010101010101010101010101010101010101";
 
 #[test]
@@ -322,7 +321,8 @@ fn cluster_env_overrides_turn_cluster_mode_on_and_secrets_stay_redacted() {
         e.to_string().contains("unknown setting cluster.nodes"),
         "{e}"
     );
-=======
+}
+
 #[test]
 fn demo_is_on_by_default_and_switched_off_by_file_or_env() {
     assert!(parse("").unwrap().demo.enabled);
@@ -336,5 +336,4 @@ fn demo_is_on_by_default_and_switched_off_by_file_or_env() {
     assert!(e.to_string().contains("demo"), "{e}");
     let e = parse("[demo]\npath = \"/x\"\n").unwrap_err();
     assert!(e.to_string().contains("path"), "{e}");
->>>>>>> sdk
 }
