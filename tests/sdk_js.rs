@@ -5,7 +5,7 @@
 //! bundle and API reference against fresh builds. Needs Node ≥ 20 and npm on the PATH,
 //! coturn's `turnserver` and Debian's `chromium` (`CHROMIUM_BIN` overrides
 //! `/usr/bin/chromium`); the locked dependencies are installed with `npm ci` when
-//! `sdk/js/node_modules` is missing.
+//! `sdk/js/node_modules` is missing or older than `package-lock.json`.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -33,10 +33,23 @@ fn run(cmd: Command, limit: Duration) -> (std::process::ExitStatus, String) {
     )
 }
 
+/// Whether `node_modules` was installed from the current `package-lock.json` (npm
+/// records what it installed in `node_modules/.package-lock.json`).
+fn installed_from_the_lock(dir: &Path) -> bool {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (
+        modified(dir.join("node_modules/.package-lock.json")),
+        modified(dir.join("package-lock.json")),
+    ) {
+        (Some(installed), Some(lock)) => installed >= lock,
+        _ => false,
+    }
+}
+
 #[test]
 fn javascript_sdk_suite_passes_against_this_build() {
     let dir = sdk_dir();
-    if !dir.join("node_modules").is_dir() {
+    if !installed_from_the_lock(&dir) {
         let mut ci = Command::new("npm");
         ci.arg("ci").current_dir(&dir);
         let (status, output) = run(ci, NPM_CI_LIMIT);
