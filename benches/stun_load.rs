@@ -265,14 +265,16 @@ fn wait_until_answering(port: u16) -> bool {
     false
 }
 
+/// One measured run against a fresh server: the load report, and the server's own CPU
+/// time (user + system, all its threads) during the run.
 fn measure(
     kind: Kind,
     sockets: usize,
     outstanding: usize,
     secs: f64,
     threads: usize,
-) -> LoadReport {
-    let (_server, port) = start(kind);
+) -> (LoadReport, f64) {
+    let (server, port) = start(kind);
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     // Warm-up, discarded.
     stun_load::run(
@@ -283,14 +285,36 @@ fn measure(
         threads,
     )
     .expect("warm-up");
-    stun_load::run(
+    let cpu_before = cpu_seconds(server.0.id());
+    let report = stun_load::run(
         target,
         sockets,
         outstanding,
         Duration::from_secs_f64(secs),
         threads,
     )
-    .expect("load run")
+    .expect("load run");
+    (report, cpu_seconds(server.0.id()) - cpu_before)
+}
+
+/// User + system CPU time of a process so far (fields 14 and 15 of /proc/PID/stat, in
+/// clock ticks).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -319,26 +343,32 @@ fn compare() {
         cores()
     );
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    // Responses per second of server CPU: what a server costs, whatever the load
+    // generator beside it on the same cores can offer.
+    let mut per_cpu: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
     let mut light: Vec<Vec<(f64, f64)>> = vec![Vec::new(); kinds.len()];
     for round in 0..rounds {
         // Rotate the order every round so that no server always runs first.
         for k in 0..kinds.len() {
             let i = (k + round) % kinds.len();
-            let r = measure(kinds[i], sockets, outstanding, secs, threads);
+            let (r, cpu) = measure(kinds[i], sockets, outstanding, secs, threads);
+            let responses = r.responses_per_sec * secs;
             println!(
-                "round {round} {:>6}: {:>9.0} responses/s  loss {:.3} %  p50 {:>7.1} µs  p99 {:>7.1} µs  ({} Binding successes)",
+                "round {round} {:>6}: {:>9.0} responses/s  loss {:.3} %  p50 {:>7.1} µs  p99 {:>7.1} µs  ({} Binding successes); server CPU {cpu:.2} s, {:.0} responses per CPU-second",
                 kinds[i].name(),
                 r.responses_per_sec,
                 r.loss_ratio() * 100.0,
                 r.p50.as_secs_f64() * 1e6,
                 r.p99.as_secs_f64() * 1e6,
-                r.binding_successes
+                r.binding_successes,
+                responses / cpu.max(1e-3)
             );
             rates[i].push(r.responses_per_sec);
+            per_cpu[i].push(responses / cpu.max(1e-3));
         }
         for k in 0..kinds.len() {
             let i = (k + round) % kinds.len();
-            let r = measure(kinds[i], 8, 1, secs.min(3.0), threads);
+            let (r, _) = measure(kinds[i], 8, 1, secs.min(3.0), threads);
             println!(
                 "round {round} {:>6} light (8 x 1): {:>8.0} responses/s  p50 {:>6.1} µs  p99 {:>6.1} µs",
                 kinds[i].name(),
@@ -365,6 +395,21 @@ fn compare() {
     let find = |k: Kind| kinds.iter().position(|&x| x == k).map(|i| medians[i]);
     if let (Some(ours), Some(coturn)) = (find(Kind::Ours), find(Kind::Coturn)) {
         println!("ours / coturn = {:.2}", ours / coturn);
+    }
+    let efficiency: Vec<f64> = per_cpu.iter().map(|r| median(r.clone())).collect();
+    for (i, kind) in kinds.iter().enumerate() {
+        println!(
+            "{:>6}: {:>9.0} responses per server CPU-second",
+            kind.name(),
+            efficiency[i]
+        );
+    }
+    let find = |k: Kind| kinds.iter().position(|&x| x == k).map(|i| efficiency[i]);
+    if let (Some(ours), Some(coturn)) = (find(Kind::Ours), find(Kind::Coturn)) {
+        println!(
+            "per server CPU-second: ours / coturn = {:.2}",
+            ours / coturn
+        );
     }
     if let (Some(ours), Some(echo)) = (find(Kind::Ours), find(Kind::Echo)) {
         println!("ours / echo   = {:.2}", ours / echo);
