@@ -9,7 +9,8 @@
 //!    nodes; every signal carries (sender, sequence number); the receivers count lost
 //!    and duplicated ones;
 //! 3. peak: cross-node signals per second with `LOAD_PAIRS` (default 16) pairs sending
-//!    as fast as they can for 5 s; then cross-node latency (p50/p99) at half that rate;
+//!    as fast as they can for 5 s; then cross-node latency (p50/p99) at half that rate
+//!    (or at `LOAD_LATENCY_RATE` signals per second, to compare builds at one rate);
 //! 4. relay: 16 KiB relays per second and MB/s, same-node against cross-node, 5 s each,
 //!    with `LOAD_PAIRS` pairs.
 //!
@@ -381,12 +382,16 @@ fn main() {
         let (sent, tally) = run_signals(fresh_pairs(true).await, Duration::ZERO, false).await;
         let peak = tally.in_window.load(Ordering::Relaxed) as f64 / 5.0;
         println!("peak: cross-node signals {peak:.0}/s ({pairs} pairs, sent {sent})");
-        let half_rate = (peak / 2.0).max(1.0);
-        let interval = Duration::from_secs_f64(pairs as f64 / half_rate);
+        // LOAD_LATENCY_RATE (signals/s) compares builds at one rate; default half of peak.
+        let latency_rate = match env_u64("LOAD_LATENCY_RATE", 0) {
+            0 => (peak / 2.0).max(1.0),
+            fixed => fixed as f64,
+        };
+        let interval = Duration::from_secs_f64(pairs as f64 / latency_rate);
         let (sent, tally) = run_signals(fresh_pairs(true).await, interval, true).await;
         let latencies = std::mem::take(&mut *tally.latencies_us.lock().unwrap());
         println!(
-            "latency: cross-node signal at {half_rate:.0}/s (half of peak), sent {sent}: {}",
+            "latency: cross-node signal at {latency_rate:.0}/s, sent {sent}: {}",
             percentiles(latencies)
         );
         let (sent, tally) = run_signals(fresh_pairs(false).await, interval, true).await;
