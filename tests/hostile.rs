@@ -17,10 +17,7 @@ use common::Daemon;
 const READ_LIMIT: Duration = Duration::from_secs(10);
 
 fn open(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(READ_LIMIT)).unwrap();
-    s.set_write_timeout(Some(READ_LIMIT)).unwrap();
-    s
+    open_from(Ipv4Addr::LOCALHOST, addr, None)
 }
 
 /// A connection from `source` (any 127/8 address reaches the daemon on 127.0.0.1).

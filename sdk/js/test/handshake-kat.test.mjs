@@ -65,18 +65,7 @@ function respond(c, message1, serverStatic, kem, editHello = (h) => h, editPaylo
 
 for (const c of vectors.handshakes.cases) {
   test(`known answer: ${c.pattern} version ${c.version} ${c.pq ? 'hybrid' : 'classical'}`, () => {
-    const serverStatic = secret('server-static-2');
-    const kem = ml_kem768.keygen(seeded('server-kem')(64));
-    const client = new ClientHandshake({
-      pattern: c.pattern,
-      version: c.version,
-      pq: c.pq,
-      keyVersion: c.key_version,
-      serverStatic: x25519.getPublicKey(serverStatic),
-      serverKem: kem.publicKey,
-      clientSecret: secret('client-static'),
-      random: seeded('client'),
-    });
+    const { client, serverStatic, kem } = setup(c);
     assert.equal(hex(sha3_256(client.message1)), c.message1_sha3, 'message 1');
     const server = respond(c, client.message1, serverStatic, kem);
     assert.equal(hex(sha3_256(server.message2)), c.message2_sha3, 'message 2');
@@ -96,7 +85,7 @@ for (const c of vectors.handshakes.cases) {
   });
 }
 
-/** A fresh client and the matching responder inputs of the first known-answer case. */
+/** A fresh client and the matching responder inputs of known-answer case `c`. */
 function setup(c) {
   const serverStatic = secret('server-static-2');
   const kem = ml_kem768.keygen(seeded('server-kem')(64));
