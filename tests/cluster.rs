@@ -350,7 +350,10 @@ fn rotation_under_load_against_random_nodes_gives_no_4404() {
     let redis = Redis::start();
     // Rotation 3 s after a key becomes valid; a minted key becomes valid 5 s later
     // (lead = node_ttl 3 + 2 × heartbeat 1): a new key every 8 s.
-    let extra = "[crypto]\nrotation_interval = 3\nrotation_grace = 30\n";
+    // Handshakes as fast as the client goes: the per-source connect limit is not
+    // what this test is about.
+    let extra = "[crypto]\nrotation_interval = 3\nrotation_grace = 30\n\
+                 [limits]\nconnect_rate_per_ip = 100000\nconnect_burst = 100000\n";
     let nodes = [
         Daemon::start(&node_config(&redis, SECRET, extra)),
         Daemon::start(&node_config(&redis, SECRET, extra)),
@@ -468,6 +471,57 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
         let m = common::fetch_metrics(&n1).await;
         assert_eq!(metric(&m, "commucat_cluster_connected"), 1, "{m}");
         assert!(metric(&m, "commucat_cluster_reconnects_total") >= 1, "{m}");
+    });
+}
+
+/// A hung Redis (stopped, so the kernel still holds its connections open) is noticed by
+/// the subscription's ping: cross-node traffic answers `unavailable` at once instead of
+/// after a timeout per message, and works again when Redis answers again.
+#[test]
+fn a_hung_redis_is_noticed_and_cross_node_traffic_returns_when_it_answers() {
+    let redis = Redis::start();
+    let n1 = node(&redis);
+    let n2 = node(&redis);
+    runtime().block_on(async {
+        let mut a = connect(&n1.base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        let mut a2 = connect(&n1.base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        let mut b = connect(&n2.base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        let idb = b.device_id.clone();
+        signal(&mut a, &mut b, 1).await;
+
+        redis.freeze();
+        // Heartbeat 1 s, then a ping unanswered for 2 s: well inside 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = common::fetch_metrics(&n1).await;
+            if metric(&m, "commucat_cluster_connected") == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                redis.thaw();
+                panic!("node 1 still reads as connected to a hung Redis: {m}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        a.send(&ClientMessage::Signal {
+            to: idb.clone(),
+            body: json!(2),
+        })
+        .await
+        .unwrap();
+        expect_error(recv(&mut a).await, ErrorCode::Unavailable);
+        signal(&mut a, &mut a2, 3).await;
+
+        redis.thaw();
+        wait_presence(&mut a, &idb, true, Duration::from_secs(10)).await;
+        signal(&mut a, &mut b, 4).await;
+        signal(&mut b, &mut a, 5).await;
     });
 }
 

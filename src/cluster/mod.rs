@@ -149,6 +149,27 @@ fn describe(url: &str) -> String {
     }
 }
 
+/// Socket options of every connection to Redis.
+///
+/// - `TCP_NODELAY`: the redis crate leaves Nagle's algorithm on, which holds a small
+///   command back while an earlier one is unacknowledged; cross-node signals are
+///   small commands, so that showed up in their latency (docs/cluster.md, "Measured").
+/// - keepalive and `TCP_USER_TIMEOUT`: a Redis host that vanishes without a reset
+///   (power loss, partition) is noticed within about `node_ttl_seconds`, the time
+///   after which the other nodes count this one as gone anyway.
+fn tcp_settings(config: &ClusterConfig) -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let beat = Duration::from_secs(config.heartbeat_seconds);
+    let keepalive = TcpKeepalive::new()
+        .with_time(beat)
+        .with_interval(beat)
+        .with_retries(2);
+    redis::io::tcp::TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(config.node_ttl_seconds))
+}
+
 impl Cluster {
     /// Connects (bounded) and checks that Redis answers.
     pub async fn connect(
@@ -169,7 +190,10 @@ impl Cluster {
         let secret = config
             .keys_secret_bytes()
             .map_err(|e| failed(e.to_string()))?;
-        let client = redis::Client::open(url.as_str()).map_err(|e| failed(e.to_string()))?;
+        let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
+            .map_err(|e| failed(e.to_string()))?
+            .set_tcp_settings(tcp_settings(config));
+        let client = redis::Client::open(info).map_err(|e| failed(e.to_string()))?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))

@@ -309,7 +309,8 @@ impl Cluster {
                 return;
             }
             match self.subscribe().await {
-                Ok(mut pubsub) => {
+                Ok(pubsub) => {
+                    let (mut sink, mut stream) = pubsub.split();
                     backoff = BACKOFF_MIN;
                     // A restarted Redis has forgotten them (the pipeline below needs them).
                     let _ = self.load_scripts().await;
@@ -326,7 +327,9 @@ impl Cluster {
                     }
                     first = false;
                     self.set_connected(true);
-                    let mut stream = pubsub.on_message();
+                    let every = Duration::from_secs(self.config.heartbeat_seconds);
+                    let answering = answers_pings(&mut sink, every);
+                    tokio::pin!(answering);
                     loop {
                         tokio::select! {
                             msg = stream.next() => match msg {
@@ -339,6 +342,10 @@ impl Cluster {
                                 }
                                 None => break,
                             },
+                            () = &mut answering => {
+                                tracing::warn!("cluster: Redis stopped answering on this node's subscription");
+                                break;
+                            }
                             _ = shutdown.changed() => {
                                 self.set_connected(false);
                                 return;
@@ -380,5 +387,19 @@ impl Cluster {
     /// Waiting senders learn at once that no answer will come.
     fn fail_pending(&self) {
         self.pending_map().clear();
+    }
+}
+
+/// Returns once Redis leaves a `PING` on the subscription unanswered for
+/// [`super::REDIS_TIMEOUT`] × 2; asks every `every`. A stopped or hung Redis keeps the
+/// socket open (its kernel still acknowledges), so only a question it must answer tells
+/// that it is gone.
+async fn answers_pings(sink: &mut redis::aio::PubSubSink, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let asked = tokio::time::timeout(super::REDIS_TIMEOUT * 2, sink.ping::<redis::Value>());
+        if !matches!(asked.await, Ok(Ok(_))) {
+            return;
+        }
     }
 }

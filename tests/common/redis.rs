@@ -115,6 +115,26 @@ impl Redis {
         }
     }
 
+    /// Stops redis-server (SIGSTOP): its sockets stay open and its kernel keeps
+    /// acknowledging, but nothing is answered until [`Redis::thaw`], as with a hung host.
+    pub(crate) fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen redis-server run again (SIGCONT).
+    pub(crate) fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, which: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let status = Command::new("kill")
+            .args([which, &pid.to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill {which} {pid}");
+    }
+
     /// Starts it again on the same port (empty).
     pub(crate) fn restart(&mut self) {
         self.kill();
