@@ -14,8 +14,10 @@ use common::{Daemon, client, run_to_exit, runtime, temp_dir};
 use commucat::client::connect::{
     ConnectOptions, Connection, connect, connect_with_info, device_id, fresh_device_secret,
 };
-use commucat::client::http::fetch_server_info;
+use commucat::client::http::{fetch_assist, fetch_server_info, verify_server_info};
+use commucat::client::stun::probe_addr;
 use commucat::discovery::ServerInfo;
+use commucat::keys::bundle::{decode_verifying_key, device_certificate_text, verify_hex};
 use commucat::signal::messages::{ClientMessage, ErrorCode, ServerMessage};
 use serde_json::json;
 
@@ -342,6 +344,168 @@ fn cluster_import_keeps_the_single_node_keys() {
             c.send(&ClientMessage::Ping { id: 1.into() }).await.unwrap();
             assert_eq!(recv(&mut c).await, ServerMessage::Pong { id: 1.into() });
         }
+    });
+}
+
+/// What an assist response advertises: Noise key, KEM and identity keys, and the ICE
+/// credential it issued (username fragment, password).
+struct Advice {
+    noise: String,
+    kem: String,
+    identity: String,
+    ice: (String, String),
+}
+
+async fn advice(d: &Daemon) -> Advice {
+    let a = fetch_assist(&client(), &d.base(), None, None)
+        .await
+        .unwrap();
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    Advice {
+        noise: text(&a["noise"]["server_static_public_hex"]),
+        kem: text(&a["pq"]["kem_public_hex"]),
+        identity: text(&a["pq"]["signature_public_hex"]),
+        ice: (
+            text(&a["ice"]["username_fragment"]),
+            text(&a["ice"]["password"]),
+        ),
+    }
+}
+
+/// A STUN check with an assist credential against `d`'s ICE-lite responder: `None` when
+/// it authenticates, else the error code.
+async fn stun_check(d: &Daemon, (ufrag, password): &(String, String)) -> Option<u16> {
+    let creds = Some((format!("{ufrag}:peer"), password.clone()));
+    let (report, _) = probe_addr(d.stun[0], creds, false, Duration::from_secs(5), false)
+        .await
+        .unwrap();
+    match report.error {
+        None => {
+            assert_eq!(report.integrity, Some(true), "{report}");
+            None
+        }
+        Some((code, _)) => Some(code),
+    }
+}
+
+/// A device certificate over the session, checked against `info`'s identity.
+async fn certify_verifies(c: &mut Connection, info: &ServerInfo) -> bool {
+    c.send(&ClientMessage::Certify {}).await.unwrap();
+    let ServerMessage::Certificate {
+        device_id,
+        not_before,
+        not_after,
+        signature_hex,
+    } = recv(c).await
+    else {
+        panic!("expected a certificate")
+    };
+    let vk = decode_verifying_key(&info.device_ca_public).unwrap();
+    let text = device_certificate_text(&info.domain, &device_id, &not_before, &not_after);
+    verify_hex(&vk, text.as_bytes(), &signature_hex).is_ok()
+}
+
+#[test]
+fn a_forced_import_is_adopted_live_by_every_running_node() {
+    // A single node's keys: another identity, KEM key, ICE secret and Noise ring than
+    // the cluster's.
+    let dir = temp_dir("swap");
+    let single = Daemon::start_in(&dir, "", &[]);
+    let imported = runtime().block_on(info(&single));
+    single.stop();
+
+    let redis = Redis::start();
+    let nodes = [node(&redis), node(&redis)];
+    let rt = runtime();
+    let (old, mut session, old_ice) = rt.block_on(async {
+        let old = info(&nodes[0]).await;
+        assert_ne!(old.device_ca_public, imported.device_ca_public);
+        // A session and a certificate (cached by the node) from before the swap, and an
+        // ICE credential issued before it.
+        let mut session = connect(&nodes[1].base(), ConnectOptions::default())
+            .await
+            .unwrap();
+        assert!(certify_verifies(&mut session, &old).await);
+        let old_ice = advice(&nodes[0]).await.ice;
+        assert_eq!(stun_check(&nodes[1], &old_ice).await, None);
+        (old, session, old_ice)
+    });
+
+    let config_path = dir.join("cluster.toml");
+    std::fs::write(&config_path, node_config(&redis, SECRET, "")).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
+        .args(["cluster", "import", "--force"]);
+    let (status, out, err) = run_to_exit(cmd, Duration::from_secs(30));
+    assert!(status.success(), "{out}{err}");
+    let swapped = Instant::now();
+
+    rt.block_on(async {
+        // Within a bounded wait (heartbeat 1 s), both nodes serve the imported keys.
+        let mut infos = Vec::new();
+        for n in &nodes {
+            let i = loop {
+                let i = info(n).await;
+                if i.device_ca_public == imported.device_ca_public {
+                    break i;
+                }
+                assert!(
+                    swapped.elapsed() < Duration::from_secs(10),
+                    "node {} still serves the old identity",
+                    n.base()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            infos.push(i);
+        }
+        for i in &infos {
+            // fetch_server_info verified the signature with the document's identity;
+            // now with the imported identity pinned as well.
+            verify_server_info(i, Some(&imported.device_ca_public)).unwrap();
+            assert_eq!(
+                i.post_quantum.kem_public_hex,
+                imported.post_quantum.kem_public_hex
+            );
+            assert_eq!(
+                i.post_quantum.signature_public_hex,
+                imported.device_ca_public
+            );
+            assert_eq!(bundle(i), bundle(&imported));
+            assert_ne!(bundle(i), bundle(&old));
+        }
+        assert_eq!(bundle(&infos[0]), bundle(&infos[1]));
+
+        for (n, other) in [(&nodes[0], &nodes[1]), (&nodes[1], &nodes[0])] {
+            // A fresh handshake with the new server-info: new Noise key, new KEM key.
+            let mut c = connect_with_info(&n.base(), &infos[0], ConnectOptions::default())
+                .await
+                .unwrap();
+            c.send(&ClientMessage::Ping { id: 1.into() }).await.unwrap();
+            assert_eq!(recv(&mut c).await, ServerMessage::Pong { id: 1.into() });
+            // Assist advertises the new keys; its ICE credential authenticates at
+            // either node's STUN responder, the old one at neither.
+            let a = advice(n).await;
+            assert_eq!(a.noise, imported.noise_public);
+            assert_eq!(Some(&a.kem), imported.post_quantum.kem_public_hex.as_ref());
+            assert_eq!(a.identity, imported.device_ca_public);
+            assert_eq!(stun_check(n, &a.ice).await, None);
+            assert_eq!(stun_check(other, &a.ice).await, None);
+            assert_eq!(stun_check(n, &old_ice).await, Some(401));
+        }
+
+        // The session from before the swap still answers, and its node now certifies
+        // with the new identity (not the certificate it cached before).
+        session
+            .send(&ClientMessage::Ping { id: 2.into() })
+            .await
+            .unwrap();
+        assert_eq!(
+            recv(&mut session).await,
+            ServerMessage::Pong { id: 2.into() }
+        );
+        assert!(certify_verifies(&mut session, &infos[1]).await);
     });
 }
 

@@ -1,6 +1,7 @@
 //! Cluster mode in the daemon (docs/cluster.md): joining at start (connect, load or
 //! create the shared keyring), the loop that keeps the node's heartbeat, reloads and
-//! rotates the keyring, and `commucat cluster import`.
+//! rotates the keyring (adopting a replaced one whole, long-term keys included), and
+//! `commucat cluster import`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,10 +11,13 @@ use tokio::sync::watch;
 use super::StartError;
 use crate::cluster::{Cluster, ClusterError};
 use crate::config::{ClusterConfig, Config, ConfigError};
+use crate::discovery::RenderError;
 use crate::keys::rotation::{self, ClockTrust, ClockWatch, Pruning};
 use crate::keys::sealed::KeyringContents;
 use crate::keys::store::KeyStore;
-use crate::keys::{LoadedKeys, NoiseKeyRing, keyring_from_state_dir, static_keys_from_keyring};
+use crate::keys::{
+    KeysError, LoadedKeys, NoiseKeyRing, keyring_from_state_dir, static_keys_from_keyring,
+};
 use crate::state::AppState;
 use crate::time::unix_now;
 
@@ -102,18 +106,7 @@ pub(super) async fn run(
         }
         let now = unix_now();
         match cluster.reload_keyring(&keyring).await {
-            Ok(Some(shared)) => {
-                if *shared.contents.identity_seed != *keyring.identity_seed
-                    || *shared.contents.kem_seed != *keyring.kem_seed
-                {
-                    tracing::error!(
-                        "cluster: the keyring in Redis has another identity or KEM key (imported \
-                         with --force?); this node keeps serving its own until restarted"
-                    );
-                }
-                keyring = shared.contents;
-                install(&state, Some(keyring.ring.clone()), now);
-            }
+            Ok(Some(shared)) => adopt(&state, &mut keyring, shared.contents, now),
             Ok(None) => {}
             Err(ClusterError::Keyring(e)) => {
                 tracing::error!(error = %e, "cluster: cannot open the keyring in Redis; keeping the keys in use");
@@ -132,8 +125,9 @@ pub(super) async fn run(
             };
             if let Some(pruning) = pruning
                 && !rotation::plan(&keyring.ring, now, pruning).is_noop()
+                && let Some(written) = rotate(&state, &cluster, now, pruning, lead).await
             {
-                keyring = rotate(&state, &cluster, keyring, now, pruning, lead).await;
+                adopt(&state, &mut keyring, written, now);
             }
         }
         // A key minted ahead becomes valid, or a listed one expires: republish.
@@ -142,16 +136,62 @@ pub(super) async fn run(
     cluster.leave().await;
 }
 
-/// Rotates under the cluster's lease; another node holding it is fine (its ring
-/// arrives by the announcement).
+/// Serves with `next`, a keyring newer than `keyring` (reloaded, or written by this
+/// node's rotation), and makes it `keyring`. A ring that differs in its Noise keys only
+/// is installed as such. One with other long-term keys (imported with `--force`) is
+/// adopted whole, identity, KEM key and ICE secret in the one snapshot with its Noise
+/// keys: every node then signs the same server-info with the same identity, and no
+/// reader sees the new Noise keys under the old identity.
+fn adopt(state: &AppState, keyring: &mut KeyringContents, next: KeyringContents, now: u64) {
+    if next.same_long_term_keys(keyring) {
+        install(state, Some(next.ring.clone()), now);
+        *keyring = next;
+        return;
+    }
+    match adopt_long_term(state, &next, now) {
+        Ok(()) => {
+            tracing::warn!(
+                "cluster: the keyring in Redis has other long-term keys (imported with \
+                 --force?); now serving with them: a new identity, KEM key and ICE secret"
+            );
+            *keyring = next;
+        }
+        // Not expected: the ring opened and configured keys were checked at start. The
+        // old keys stay whole rather than half replaced; a later import retries.
+        Err(e) => tracing::error!(
+            error = %e,
+            "cluster: cannot serve with the keyring's new long-term keys; keeping the keys in use"
+        ),
+    }
+}
+
+/// Why a keyring's long-term keys could not be served with.
+#[derive(Debug, thiserror::Error)]
+enum AdoptError {
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// Decodes `next`'s long-term keys (configured key material still wins) and installs
+/// them with its Noise ring in one snapshot.
+fn adopt_long_term(state: &AppState, next: &KeyringContents, now: u64) -> Result<(), AdoptError> {
+    let keys = static_keys_from_keyring(&state.config, next)?;
+    state.install_keyring(keys, next.ring.clone(), now)?;
+    Ok(())
+}
+
+/// Rotates under the cluster's lease and returns the ring written; `None` when nothing
+/// was written: another node holding the lease is fine (its ring arrives by the
+/// announcement).
 async fn rotate(
     state: &AppState,
     cluster: &Cluster,
-    keyring: KeyringContents,
     now: u64,
     pruning: Pruning,
     lead: u64,
-) -> KeyringContents {
+) -> Option<KeyringContents> {
     let crypto = &state.config.crypto;
     let (interval, grace) = (crypto.rotation_interval, crypto.rotation_grace);
     let changed = cluster
@@ -165,6 +205,8 @@ async fn rotate(
         })
         .await;
     match changed {
+        // The ring written is Redis' ring with new Noise keys: if it was imported since
+        // this node last reloaded, its long-term keys are new too, which `adopt` sees.
         Ok(Some(shared)) => {
             if let Some(k) = shared.contents.ring.newest() {
                 tracing::info!(
@@ -174,13 +216,12 @@ async fn rotate(
                     "cluster: rotated the shared Noise keys"
                 );
             }
-            install(state, Some(shared.contents.ring.clone()), now);
-            shared.contents
+            Some(shared.contents)
         }
-        Ok(None) => keyring,
+        Ok(None) => None,
         Err(e) => {
             tracing::warn!(error = %e, "cluster: key rotation failed; keeping the current keys");
-            keyring
+            None
         }
     }
 }
@@ -199,4 +240,52 @@ pub async fn import(config: &Config, force: bool) -> Result<u64, StartError> {
     let contents = keyring_from_state_dir(config)?;
     let cluster = Cluster::connect(cc, "import".into()).await?;
     Ok(cluster.import_keyring(&contents, force).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{IdentityKeys, NoiseKey};
+    use crate::state::testing::{keyring, state};
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn newest_public(ring: &NoiseKeyRing) -> [u8; 32] {
+        *ring.newest().unwrap().public()
+    }
+
+    #[test]
+    fn a_rotated_ring_keeps_the_long_term_keys() {
+        let mut current = keyring(NOW);
+        let (state, _dir) = state(&current, true, NOW);
+        let before = state.keys();
+        let mut keys = current.ring.keys().to_vec();
+        keys.push(NoiseKey::generate(2, NOW, 3600, 3600));
+        let next = current.with_ring(NoiseKeyRing::from_keys(keys).unwrap());
+        adopt(&state, &mut current, next, NOW);
+        let after = state.keys();
+        assert_eq!(after.ring.newest().unwrap().version, 2);
+        assert_eq!(current.ring.newest().unwrap().version, 2);
+        assert!(Arc::ptr_eq(&before.long_term, &after.long_term));
+    }
+
+    #[test]
+    fn an_imported_keyring_is_adopted_whole() {
+        let mut current = keyring(NOW);
+        let (state, _dir) = state(&current, true, NOW);
+        let imported = keyring(NOW);
+        let identity = IdentityKeys::from_seed(&imported.identity_seed).public_hex;
+        let ring = newest_public(&imported.ring);
+        let next = imported.with_ring(imported.ring.clone());
+        adopt(&state, &mut current, next, NOW);
+        let after = state.keys();
+        assert_eq!(after.long_term.epoch, 1);
+        assert_eq!(after.long_term.identity().public_hex, identity);
+        assert_eq!(newest_public(&after.ring), ring);
+        assert_eq!(state.stun_secret.load().as_bytes(), &*imported.ice_secret);
+        assert!(current.same_long_term_keys(&imported));
+        let info: crate::discovery::ServerInfo =
+            serde_json::from_slice(&after.server_info).unwrap();
+        assert_eq!(info.device_ca_public, identity);
+    }
 }

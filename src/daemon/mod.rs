@@ -214,8 +214,10 @@ impl Daemon {
         };
         if let Some(stun) = stun {
             let ice = &state.config.ice;
+            // The state's shared secret: a cluster adopting another keyring switches the
+            // running responder too.
             let responder = Arc::new(StunResponder::new(
-                state.ice_secret.clone(),
+                state.stun_secret.clone(),
                 ice.require_integrity,
             ));
             let limits = RateLimitConfig {

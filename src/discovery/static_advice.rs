@@ -1,11 +1,12 @@
-//! The parts of every assist response that never change while the process runs.
+//! The parts of every assist response that change only with the long-term keys.
 
 use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
-/// The parts of every assist response that never change while the process runs,
-/// encoded to JSON once: the public keys are kilobytes of hex.
+/// The parts of every assist response that change only with the long-term keys (in
+/// cluster mode, when another keyring is adopted), encoded to JSON once per keyring:
+/// the public keys are kilobytes of hex.
 pub struct StaticAdvice {
     pub kem_public_hex: Option<Arc<RawValue>>,
     pub signature_public_hex: Arc<RawValue>,

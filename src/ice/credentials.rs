@@ -3,6 +3,9 @@
 //! The ufrag carries its own expiry and the password is an HMAC of the ufrag, so any
 //! node holding the same ICE secret validates any credential without shared state.
 
+use std::sync::Arc;
+
+use arc_swap::{ArcSwap, Guard};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{KeyInit, Mac};
@@ -80,6 +83,41 @@ impl IceSecret {
 impl std::fmt::Debug for IceSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("IceSecret(<redacted>)")
+    }
+}
+
+/// The ICE secret a long-running task verifies with, replaceable while it runs: in
+/// cluster mode a keyring imported with `--force` brings another secret, and the STUN
+/// responder must switch to it together with assist (docs/cluster.md). Clones share
+/// the one value.
+#[derive(Clone)]
+pub struct SharedIceSecret(Arc<ArcSwap<IceSecret>>);
+
+impl SharedIceSecret {
+    pub fn new(secret: Arc<IceSecret>) -> Self {
+        Self(Arc::new(ArcSwap::new(secret)))
+    }
+
+    /// The secret in use now; lock-free, cheap enough for every STUN request.
+    pub fn load(&self) -> Guard<Arc<IceSecret>> {
+        self.0.load()
+    }
+
+    /// From now on every clone verifies with `secret`.
+    pub fn store(&self, secret: Arc<IceSecret>) {
+        self.0.store(secret);
+    }
+}
+
+impl From<IceSecret> for SharedIceSecret {
+    fn from(secret: IceSecret) -> Self {
+        Self::new(Arc::new(secret))
+    }
+}
+
+impl std::fmt::Debug for SharedIceSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedIceSecret(<redacted>)")
     }
 }
 
@@ -186,6 +224,18 @@ mod tests {
         mac.update(b"commucat-ice-v1:AAAAAAAAAAAAAAAA");
         let full = STANDARD_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(s.password_for(ufrag).as_str(), &full[..32]);
+    }
+
+    #[test]
+    fn a_stored_secret_reaches_every_clone() {
+        let shared = SharedIceSecret::from(secret());
+        let clone = shared.clone();
+        let cred = shared.load().issue(1000, 10, [3; UFRAG_RANDOM_LEN]);
+        shared.store(Arc::new(IceSecret::from_bytes([8u8; 32])));
+        assert_eq!(clone.load().as_bytes(), &[8u8; 32]);
+        // A credential of the old secret no longer matches.
+        let now = password_if_valid(&clone.load(), &cred.ufrag, 1000).unwrap();
+        assert_ne!(now, cred.password);
     }
 
     #[test]

@@ -255,7 +255,8 @@ impl IdentityKeys {
     }
 }
 
-/// Keys that live as long as the process: loaded once at start.
+/// The long-term keys: loaded once at start; in cluster mode replaced as a whole when
+/// the shared keyring brings others (`commucat cluster import --force`).
 pub struct StaticKeys {
     /// `None` when PQ is off.
     pub kem: Option<KemKeys>,

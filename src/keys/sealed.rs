@@ -18,6 +18,7 @@
 
 use chacha20poly1305::aead::{Aead, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, KeyInit, Nonce};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{ICE_SECRET_LEN, IDENTITY_SEED_LEN, KEM_SEED_LEN, NoiseKey, NoiseKeyRing};
@@ -55,6 +56,16 @@ impl KeyringContents {
             ice_secret,
             ring: NoiseKeyRing::default(),
         }
+    }
+
+    /// Whether `other` holds the same identity seed, KEM seed and ICE secret: a ring
+    /// that differs only in its Noise keys (a rotation) needs no new long-term keys.
+    /// Constant time, as every comparison of secrets here.
+    pub fn same_long_term_keys(&self, other: &Self) -> bool {
+        let same = self.identity_seed[..].ct_eq(&other.identity_seed[..])
+            & self.kem_seed[..].ct_eq(&other.kem_seed[..])
+            & self.ice_secret[..].ct_eq(&other.ice_secret[..]);
+        same.into()
     }
 
     /// The same secrets with another Noise ring.
@@ -230,6 +241,21 @@ mod tests {
         ])
         .unwrap();
         c
+    }
+
+    #[test]
+    fn long_term_keys_compare_without_the_ring() {
+        let c = contents();
+        assert!(c.same_long_term_keys(&c.with_ring(NoiseKeyRing::default())));
+        let mut other = c.with_ring(c.ring.clone());
+        other.ice_secret[0] ^= 1;
+        assert!(!c.same_long_term_keys(&other));
+        let mut other = c.with_ring(c.ring.clone());
+        other.kem_seed[63] ^= 1;
+        assert!(!c.same_long_term_keys(&other));
+        let mut other = c.with_ring(c.ring.clone());
+        other.identity_seed[0] ^= 1;
+        assert!(!c.same_long_term_keys(&other));
     }
 
     #[test]

@@ -115,11 +115,16 @@ impl Hub {
         }
     }
 
-    fn cached_certificate(&self, device_id: &str, now_unix: u64) -> Option<ServerMessage> {
+    fn cached_certificate(
+        &self,
+        device_id: &str,
+        now_unix: u64,
+        epoch: u64,
+    ) -> Option<ServerMessage> {
         self.certificates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(device_id, now_unix)
+            .get(device_id, now_unix, epoch)
     }
 
     fn remember_certificate(
@@ -128,11 +133,12 @@ impl Hub {
         certificate: ServerMessage,
         issued_at: u64,
         ttl: u64,
+        epoch: u64,
     ) {
         self.certificates
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(device_id, certificate, issued_at, ttl);
+            .insert(device_id, certificate, issued_at, ttl, epoch);
     }
 }
 

@@ -8,7 +8,8 @@ use crate::config::{SERVER_PATH_ID, TransportKind};
 use crate::http::problem::Problem;
 use crate::http::turn_credentials;
 use crate::ice::candidates::host_candidates;
-use crate::state::AppState;
+use crate::ice::credentials::IceSecret;
+use crate::state::{AppState, KeySnapshot};
 use crate::time::{rfc3339, unix_now};
 
 pub(super) fn build_response(
@@ -17,19 +18,19 @@ pub(super) fn build_response(
 ) -> Result<AssistResponse, Problem> {
     let now = unix_now();
     let paths = params.paths.unwrap_or_else(|| configured_paths(state));
+    // One snapshot for the whole response: its Noise key, public keys and ICE
+    // credential all belong to one keyring, even while a cluster adopts another.
+    let snapshot = state.keys();
+    let static_advice = &snapshot.long_term.static_advice;
     Ok(AssistResponse {
-        noise: noise_advice(state, now)?,
-        pq: state
-            .static_advice
-            .kem_public_hex
-            .as_ref()
-            .map(|kem| PqAdvice {
-                identity_public_hex: "",
-                signed_prekey_public_hex: "",
-                kem_public_hex: kem.clone(),
-                signature_public_hex: state.static_advice.signature_public_hex.clone(),
-            }),
-        ice: ice_advice(state, now),
+        noise: noise_advice(state, &snapshot, now)?,
+        pq: static_advice.kem_public_hex.as_ref().map(|kem| PqAdvice {
+            identity_public_hex: "",
+            signed_prekey_public_hex: "",
+            kem_public_hex: kem.clone(),
+            signature_public_hex: static_advice.signature_public_hex.clone(),
+        }),
+        ice: ice_advice(state, &snapshot.long_term.ice_secret, now),
         transports: transports(state, params.prefer_reality),
         multipath: multipath(state, paths, params.mtu, params.overhead)?,
         obfuscation: obfuscation(state),
@@ -37,8 +38,11 @@ pub(super) fn build_response(
     })
 }
 
-fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
-    let snapshot = state.keys();
+fn noise_advice(
+    state: &AppState,
+    snapshot: &KeySnapshot,
+    now: u64,
+) -> Result<NoiseAdvice, Problem> {
     let key = snapshot
         .advertised
         .keys()
@@ -57,11 +61,9 @@ fn noise_advice(state: &AppState, now: u64) -> Result<NoiseAdvice, Problem> {
     })
 }
 
-fn ice_advice(state: &AppState, now: u64) -> IceAdvice {
+fn ice_advice(state: &AppState, secret: &IceSecret, now: u64) -> IceAdvice {
     let ice = &state.config.ice;
-    let credential = state
-        .ice_secret
-        .issue(now, ice.credential_ttl, rand::random());
+    let credential = secret.issue(now, ice.credential_ttl, rand::random());
     let minted = turn_credentials::mint(state, &state.turn, &credential.ufrag, now);
     let ice_servers = turn_credentials::ice_servers(state, &minted);
     let servers = minted

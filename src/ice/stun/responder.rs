@@ -16,7 +16,7 @@ use super::wire::{
     IntegrityKind, MAGIC_COOKIE, SOFTWARE, append_fingerprint, append_integrity, msg_type,
     put_xor_mapped_address, set_length,
 };
-use crate::ice::credentials::{IceSecret, password_if_valid};
+use crate::ice::credentials::{SharedIceSecret, password_if_valid};
 
 /// Large enough for any reply this module builds (the largest is a 420 with 16 types).
 const REPLY_CAPACITY: usize = 256;
@@ -84,7 +84,9 @@ pub(super) enum Reply<'a> {
 
 /// The ICE-lite STUN responder. Cheap to share (`&self` only).
 pub struct StunResponder {
-    pub(super) secret: IceSecret,
+    /// Shared with the daemon's state, which replaces it when a cluster adopts another
+    /// keyring.
+    pub(super) secret: SharedIceSecret,
     require_integrity: bool,
     encoder: MessageEncoder,
 }
@@ -98,9 +100,11 @@ impl std::fmt::Debug for StunResponder {
 }
 
 impl StunResponder {
-    pub fn new(secret: IceSecret, require_integrity: bool) -> Self {
+    /// `secret` is an [`IceSecret`](crate::ice::credentials::IceSecret) (fixed) or a
+    /// [`SharedIceSecret`] (replaceable while serving).
+    pub fn new(secret: impl Into<SharedIceSecret>, require_integrity: bool) -> Self {
         Self {
-            secret,
+            secret: secret.into(),
             require_integrity,
             encoder: MessageEncoderBuilder::default().build(),
         }
@@ -181,7 +185,7 @@ impl StunResponder {
             return Outcome::Unauthenticated;
         };
         let ufrag = username.split(':').next().unwrap_or_default();
-        let Some(password) = password_if_valid(&self.secret, ufrag, now_unix) else {
+        let Some(password) = password_if_valid(&self.secret.load(), ufrag, now_unix) else {
             return error(401, &[], None, out);
         };
         if !request.integrity_matches(integrity, password.as_bytes()) {

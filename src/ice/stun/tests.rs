@@ -27,7 +27,7 @@ fn responder(require_integrity: bool) -> StunResponder {
 const RANDOM: [u8; 8] = [0x5E; 8];
 
 fn credential(r: &StunResponder) -> IceCredential {
-    r.secret.issue(NOW, 600, RANDOM)
+    r.secret.load().issue(NOW, 600, RANDOM)
 }
 
 fn v4() -> SocketAddr {
@@ -381,7 +381,7 @@ fn stun_rs_decoder_validates_our_authenticated_reply() {
 fn wrong_password_gets_401_without_integrity() {
     let r = responder(false);
     let mut cred = credential(&r);
-    cred.password = r.secret.password_for("AAAAAAAAAAAAAAAA");
+    cred.password = r.secret.load().password_for("AAAAAAAAAAAAAAAA");
     let (outcome, reply) = run(&r, &ice_check(&cred, IntegrityKind::Sha1, &[], true), v4());
     assert_eq!(outcome, Outcome::AuthFailure);
     assert_eq!(error_code(&reply), Some(401));
@@ -394,7 +394,7 @@ fn wrong_password_gets_401_without_integrity() {
 #[test]
 fn expired_credential_gets_401() {
     let r = responder(false);
-    let cred = r.secret.issue(NOW - 700, 600, RANDOM);
+    let cred = r.secret.load().issue(NOW - 700, 600, RANDOM);
     let m = ice_check(&cred, IntegrityKind::Sha256, &[], false);
     let (outcome, reply) = run(&r, &m, v4());
     assert_eq!(outcome, Outcome::AuthFailure);
@@ -415,6 +415,22 @@ fn credential_of_another_secret_gets_401() {
         v4(),
     );
     assert_eq!(outcome, Outcome::AuthFailure);
+}
+
+#[test]
+fn a_replaced_shared_secret_takes_effect_at_once() {
+    use crate::ice::credentials::SharedIceSecret;
+    let shared = SharedIceSecret::from(IceSecret::from_bytes([42u8; 32]));
+    let r = StunResponder::new(shared.clone(), false);
+    let old = credential(&r);
+    let check =
+        |cred: &IceCredential| run(&r, &ice_check(cred, IntegrityKind::Sha1, &[], true), v4()).0;
+    assert_eq!(check(&old), Outcome::Success);
+    // A cluster adopting another keyring replaces the secret under the running responder.
+    shared.store(std::sync::Arc::new(IceSecret::from_bytes([43u8; 32])));
+    assert_eq!(check(&old), Outcome::AuthFailure);
+    let new = shared.load().issue(NOW, 600, RANDOM);
+    assert_eq!(check(&new), Outcome::Success);
 }
 
 #[test]
@@ -519,7 +535,7 @@ fn order_400_before_420() {
 fn order_420_before_401() {
     let r = responder(false);
     let mut cred = credential(&r);
-    cred.password = r.secret.password_for("AAAAAAAAAAAAAAAA");
+    cred.password = r.secret.load().password_for("AAAAAAAAAAAAAAAA");
     let m = ice_check(&cred, IntegrityKind::Sha1, &[(0x7777, b"x")], true);
     assert_eq!(run(&r, &m, v4()).0, Outcome::UnknownAttribute);
 }
@@ -528,7 +544,7 @@ fn order_420_before_401() {
 fn order_401_before_487() {
     let r = responder(false);
     let mut cred = credential(&r);
-    cred.password = r.secret.password_for("AAAAAAAAAAAAAAAA");
+    cred.password = r.secret.load().password_for("AAAAAAAAAAAAAAAA");
     let m = ice_check(
         &cred,
         IntegrityKind::Sha1,
@@ -754,7 +770,7 @@ fn username_is_used_as_the_precis_profile_prepares_it() {
     let r = responder(false);
     // A ufrag with a 'K', sent with KELVIN SIGN (U+212A), which OpaqueString maps to 'K'.
     let cred = (0..=255u8)
-        .map(|b| r.secret.issue(NOW, 600, [b; 8]))
+        .map(|b| r.secret.load().issue(NOW, 600, [b; 8]))
         .find(|c| c.ufrag.contains('K'))
         .expect("some ufrag has a K");
     let kelvin = cred.ufrag.replacen('K', "\u{212A}", 1);

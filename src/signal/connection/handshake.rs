@@ -8,7 +8,6 @@ use crate::crypto::{
     Established, HandshakeError, Header, Pattern, ServerHandshake, ServerPolicy, ServerStart,
     Version,
 };
-use crate::keys::HandshakeKeys;
 use crate::metrics::HandshakeLabels;
 use crate::signal::Hub;
 use crate::state::AppState;
@@ -125,14 +124,11 @@ pub(super) async fn handshake(
         .map_err(|_| Failure::Internal)?;
     let worker_state = state.clone();
     let started = tokio::task::spawn_blocking(move || {
+        // One snapshot: the Noise ring and the KEM key of one keyring.
         let snapshot = worker_state.keys();
-        let keys = HandshakeKeys {
-            ring: &snapshot.ring,
-            kem: worker_state.kem(),
-        };
         ServerHandshake::start(
             &policy(&worker_state),
-            &keys,
+            &snapshot.handshake_keys(),
             &message1,
             unix_now(),
             &mut rand::rng(),

@@ -250,7 +250,12 @@ impl Reader<'_> {
     /// ML-DSA-65 signing takes about a millisecond: off the runtime's workers.
     async fn certify(&self, device_id: &str) -> Result<ServerMessage, ()> {
         let now = unix_now();
-        if let Some(cached) = self.hub.cached_certificate(device_id, now) {
+        // The identity of this moment's keys signs, and the cache answers only with
+        // certificates of that identity (its epoch): after a cluster adopted another
+        // keyring none signed by the old one is served.
+        let long_term = self.state.keys().long_term.clone();
+        let epoch = long_term.epoch;
+        if let Some(cached) = self.hub.cached_certificate(device_id, now, epoch) {
             return Ok(cached);
         }
         // Signing shares the handshake permits, so certify floods cannot crowd out
@@ -261,14 +266,14 @@ impl Reader<'_> {
         let ttl = state.config.crypto.device_cert_ttl;
         let signed = tokio::task::spawn_blocking(move || {
             certificate(&state.config.server.domain, &device, now, ttl, |text| {
-                sign_hex(&state.static_keys.identity.signing, text)
+                sign_hex(&long_term.identity().signing, text)
             })
         })
         .await
         .map_err(|_| ())?;
         self.state.metrics.certificates_signed.inc();
         self.hub
-            .remember_certificate(device_id, signed.clone(), now, ttl);
+            .remember_certificate(device_id, signed.clone(), now, ttl, epoch);
         Ok(signed)
     }
 }

@@ -209,7 +209,7 @@ pub(super) fn handle(
         return Outcome::Unauthenticated;
     };
     let ufrag = username.as_str().split(':').next().unwrap_or_default();
-    let Some(password) = password_if_valid(&r.secret, ufrag, now_unix) else {
+    let Some(password) = password_if_valid(&r.secret.load(), ufrag, now_unix) else {
         return error(401, &[], None, out);
     };
     let prefix = &packet[..integrity.offset];
