@@ -38,6 +38,11 @@ fn node(redis: &Redis) -> Daemon {
     Daemon::start(&node_config(redis, SECRET, ""))
 }
 
+/// A session on `d` with a fresh device.
+async fn open(d: &Daemon) -> Connection {
+    connect(&d.base(), ConnectOptions::default()).await.unwrap()
+}
+
 async fn info(d: &Daemon) -> ServerInfo {
     fetch_server_info(&client(), &d.base(), None).await.unwrap()
 }
@@ -161,9 +166,7 @@ fn nodes_share_keys_and_route_signal_relay_lookup_and_replacement() {
         assert_eq!(infos[0].device_ca_public, infos[2].device_ca_public);
 
         let (n1, n2) = (&nodes[0], &nodes[1]);
-        let mut a = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = open(n1).await;
         let secret_b = fresh_device_secret();
         let ob = ConnectOptions {
             device_secret: Some(secret_b.clone()),
@@ -201,9 +204,7 @@ fn nodes_share_keys_and_route_signal_relay_lookup_and_replacement() {
         assert_eq!(b2.device_id, device_id(&secret_b));
         signal(&mut a, &mut b2, 3).await;
         // Node 3 sees B on node 1 now.
-        let mut c = connect(&nodes[2].base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut c = open(&nodes[2]).await;
         signal(&mut c, &mut b2, 4).await;
         relay(&mut b2, &mut c, b"back").await;
 
@@ -232,12 +233,8 @@ fn a_killed_node_s_devices_go_offline_within_node_ttl() {
     let survivor = node(&redis);
     let doomed = node(&redis);
     runtime().block_on(async {
-        let mut a = connect(&survivor.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let b = connect(&doomed.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = open(&survivor).await;
+        let b = open(&doomed).await;
         let idb = b.device_id.clone();
         assert_eq!(lookup(&mut a, &idb).await, presence(&idb, true));
         // SIGKILL: no clean-up at all.
@@ -422,9 +419,7 @@ fn a_forced_import_is_adopted_live_by_every_running_node() {
         assert_ne!(old.device_ca_public, imported.device_ca_public);
         // A session and a certificate (cached by the node) from before the swap, and an
         // ICE credential issued before it.
-        let mut session = connect(&nodes[1].base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut session = open(&nodes[1]).await;
         assert!(certify_verifies(&mut session, &old).await);
         let old_ice = advice(&nodes[0]).await.ice;
         assert_eq!(stun_check(&nodes[1], &old_ice).await, None);
@@ -569,15 +564,9 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
     let n1 = node(&redis);
     let n2 = node(&redis);
     runtime().block_on(async {
-        let mut a = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let mut a2 = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let mut b = connect(&n2.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = open(&n1).await;
+        let mut a2 = open(&n1).await;
+        let mut b = open(&n2).await;
         let idb = b.device_id.clone();
         signal(&mut a, &mut b, 1).await;
         // Nothing else is pending for A: its next message is the pong.
@@ -613,9 +602,7 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
         relay(&mut a2, &mut a, b"local").await;
         let ida2 = a2.device_id.clone();
         assert_eq!(lookup(&mut a, &ida2).await, presence(&ida2, true));
-        let mut fresh = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut fresh = open(&n1).await;
         signal(&mut fresh, &mut a, 4).await;
         let m = common::fetch_metrics(&n1).await;
         assert_eq!(metric(&m, "commucat_cluster_connected"), 0, "{m}");
@@ -647,15 +634,9 @@ fn a_hung_redis_is_noticed_and_cross_node_traffic_returns_when_it_answers() {
     let n1 = node(&redis);
     let n2 = node(&redis);
     runtime().block_on(async {
-        let mut a = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let mut a2 = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
-        let mut b = connect(&n2.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = open(&n1).await;
+        let mut a2 = open(&n1).await;
+        let mut b = open(&n2).await;
         let idb = b.device_id.clone();
         signal(&mut a, &mut b, 1).await;
 
@@ -697,13 +678,9 @@ fn a_full_queue_on_the_target_node_answers_rate_limited_to_the_sender() {
     let n1 = Daemon::start(&node_config(&redis, SECRET, extra));
     let n2 = Daemon::start(&node_config(&redis, SECRET, extra));
     runtime().block_on(async {
-        let mut a = connect(&n1.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let mut a = open(&n1).await;
         // B never reads: its socket buffers, write backlog and queue fill up.
-        let b = connect(&n2.base(), ConnectOptions::default())
-            .await
-            .unwrap();
+        let b = open(&n2).await;
         let data = base64::engine::general_purpose::STANDARD.encode(vec![9u8; 16 * 1024]);
         let relay = ClientMessage::Relay {
             to: b.device_id.clone(),
