@@ -8,6 +8,10 @@
 //                             daemon relay fallback carries the messages
 //   connect_timeout_ms=N      how long ICE may try before the fallback (500…60000, 15000)
 //   pattern=XK|IK             the handshake pattern (default XK)
+//
+// An access token, for a daemon with `[auth] required`, goes in the fragment
+// (`/demo/#access_token=…`: a fragment never reaches the server or its logs) or in the
+// page's token field.
 import { connect, connectPeer, isPeerSignal } from './commucat-sdk.min.js';
 
 const MAX_FILE = 8 * 1024 * 1024;
@@ -23,6 +27,7 @@ function readOptions(search) {
   const params = new URLSearchParams(search);
   const known = new Set(['policy', 'fail_ice', 'connect_timeout_ms', 'pattern']);
   for (const key of params.keys()) {
+    if (key === 'access_token') throw new Error('the access token goes in the fragment (#access_token=…), where the server and its logs never see it');
     if (!known.has(key)) throw new Error(`unknown option ${key}`);
   }
   const policy = params.get('policy') ?? 'all';
@@ -36,6 +41,12 @@ function readOptions(search) {
   const pattern = params.get('pattern') ?? 'XK';
   if (pattern !== 'XK' && pattern !== 'IK') throw new Error('pattern: XK or IK');
   return { policy, failIce: failIce === '1', connectTimeoutMs: +timeout, pattern };
+}
+
+/** The access token of the fragment `#access_token=…`, if any. */
+function readToken(hash) {
+  const token = new URLSearchParams(hash.replace(/^#/, '')).get('access_token');
+  return token === null || token === '' ? undefined : token;
 }
 
 /** An RTCPeerConnection that hears no candidate of the other side: ICE cannot connect. */
@@ -101,10 +112,16 @@ class Demo {
     this.sending = Promise.resolve();
   }
 
-  async start() {
+  /** Opens the session; `accessToken` for a daemon with `[auth] required`. */
+  async start(accessToken) {
     const { pattern, policy, failIce, connectTimeoutMs } = this.options;
     $('options').textContent = `pattern ${pattern}, ICE policy ${policy}${failIce ? ', ICE made to fail' : ''}, fallback after ${connectTimeoutMs} ms`;
-    const session = await connect(location.origin, { pattern, assist: true, reconnect: true });
+    const session = await connect(location.origin, {
+      pattern,
+      assist: true,
+      reconnect: true,
+      ...(accessToken === undefined ? {} : { accessToken }),
+    });
     this.session = session;
     $('device-id').textContent = session.deviceId;
     $('copy').disabled = false;
@@ -326,6 +343,15 @@ function wire(demo) {
     }
     void demo.openPeer(id);
   });
+  $('token-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const token = $('access-token').value.trim();
+    if (token === '') {
+      log('system', 'me', 'enter the access token the daemon was configured with');
+      return;
+    }
+    void open(demo, token);
+  });
   $('peer-close').addEventListener('click', () => demo.peer?.close('hung up'));
   $('chat-form').addEventListener('submit', (event) => {
     event.preventDefault();
@@ -354,10 +380,20 @@ async function main() {
   }
   const demo = new Demo(options);
   wire(demo);
+  await open(demo, readToken(location.hash));
+}
+
+/** Starts the session; on failure the token field is offered (a browser does not show
+ * a page why a WebSocket upgrade was refused, so a 401 looks like any other failure). */
+async function open(demo, accessToken) {
+  $('token-connect').disabled = true;
+  setStatus('connecting', 'connecting…');
   try {
-    await demo.start();
+    await demo.start(accessToken);
   } catch (error) {
-    setStatus('error', `cannot connect: ${error.code ?? 'error'}: ${error.message}`);
+    const hint = accessToken === undefined ? ' (if this daemon requires an access token, enter it above)' : '';
+    setStatus('error', `cannot connect: ${error.code ?? 'error'}: ${error.message}${hint}`);
+    $('token-connect').disabled = false;
   }
 }
 

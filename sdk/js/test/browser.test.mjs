@@ -173,6 +173,64 @@ describe('demo page in headless Chromium', () => {
   });
 });
 
+describe('demo page against a daemon with [auth] required, in headless Chromium', () => {
+  const TOKEN = randomBytes(24).toString('hex');
+  let d;
+  let chromium;
+  before(async () => {
+    d = await Daemon.start(`[auth]\nrequired = true\ntokens = ["${TOKEN}"]\n`);
+    chromium = await launchChromium();
+  });
+  after(async () => {
+    await chromium?.close();
+    await d?.dispose();
+  });
+
+  test('a token in the fragment opens the session and fetches assist with it', async () => {
+    const page = await openDemo(chromium.browser, d.url, `#access_token=${TOKEN}`);
+    try {
+      assert.match(await page.$eval('#device-id', (el) => el.textContent), /^[0-9a-f]{64}$/);
+      assert.equal(await page.$eval('#token-connect', (el) => el.disabled), true);
+      assert.deepEqual(page.errors, []);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('without a token the page says so, and a token typed in its field connects', async () => {
+    const page = await chromium.browser.newPage();
+    try {
+      await page.goto(`${d.url}/demo/`, { timeout: WAIT_MS });
+      await page.waitForSelector('#status[data-state="error"]', { timeout: WAIT_MS });
+      assert.match(await page.$eval('#status', (el) => el.textContent), /requires an access token/);
+      await page.type('#access-token', 'not-the-token-but-long-enough-to-try');
+      await page.click('#token-connect');
+      await page.waitForSelector('#status[data-state="error"]', { timeout: WAIT_MS });
+      assert.equal(await page.$eval('#token-connect', (el) => el.disabled), false);
+      await page.$eval('#access-token', (el) => {
+        el.value = '';
+      });
+      await page.type('#access-token', TOKEN);
+      await page.click('#token-connect');
+      await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT_MS });
+      assert.match(await page.$eval('#device-id', (el) => el.textContent), /^[0-9a-f]{64}$/);
+    } finally {
+      await page.close();
+    }
+  });
+
+  test('a token in the query is refused: it would reach the server and its logs', async () => {
+    const page = await chromium.browser.newPage();
+    try {
+      await page.goto(`${d.url}/demo/?access_token=${TOKEN}`, { timeout: WAIT_MS });
+      await page.waitForSelector('#status[data-state="error"]', { timeout: WAIT_MS });
+      assert.match(await page.$eval('#status', (el) => el.textContent), /goes in the fragment/);
+    } finally {
+      await page.close();
+    }
+  });
+});
+
 describe('demo page through TURN (coturn) in headless Chromium', () => {
   let coturn;
   let d;
