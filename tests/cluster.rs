@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::redis::Redis;
+use common::redis::{Redis, TlsFiles};
 use common::{Daemon, client, run_to_exit, runtime, temp_dir};
 use commucat::client::connect::{
     ConnectOptions, Connection, connect, connect_with_info, device_id, fresh_device_secret,
@@ -286,6 +286,70 @@ fn an_unreachable_redis_refuses_to_start_and_names_it() {
     redis.kill();
     let failed =
         Daemon::refuses_to_start(&temp_dir("no-redis"), &config, &[], &["cannot reach Redis"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+}
+
+/// A node's configuration for Redis over TLS: `ca` to trust, and (when `client_cert`)
+/// the client certificate Redis asks for.
+fn tls_node_config(
+    redis: &Redis,
+    tls: &TlsFiles,
+    ca: &std::path::Path,
+    client_cert: bool,
+) -> String {
+    let mut config = format!(
+        "[cluster]\nredis_url = \"{}\"\nkeys_secret = \"{SECRET}\"\n\
+         heartbeat_seconds = 1\nnode_ttl_seconds = 3\nredis_ca_file = \"{}\"\n",
+        redis.tls_url(),
+        ca.display()
+    );
+    if client_cert {
+        config.push_str(&format!(
+            "redis_client_cert_file = \"{}\"\nredis_client_key_file = \"{}\"\n",
+            tls.path("client.pem").display(),
+            tls.path("client.key").display()
+        ));
+    }
+    config
+}
+
+/// `rediss://`: the nodes verify Redis' certificate against a private CA and present
+/// client certificates; keys, lookup and signals cross nodes as over plain TCP. A node
+/// that does not trust Redis' certificate, or has no client certificate to show,
+/// refuses to start and says it could not reach Redis.
+#[test]
+fn nodes_reach_redis_over_tls_with_a_private_ca_and_client_certificates() {
+    let tls = TlsFiles::generate();
+    let redis = Redis::start_tls(&tls);
+    let config = tls_node_config(&redis, &tls, &tls.path("ca.pem"), true);
+    let n1 = Daemon::start(&config);
+    let n2 = Daemon::start(&config);
+    runtime().block_on(async {
+        assert_eq!(bundle(&info(&n1).await), bundle(&info(&n2).await));
+        let mut a = open(&n1).await;
+        let mut b = open(&n2).await;
+        let idb = b.device_id.clone();
+        wait_presence(&mut a, &idb, true, Duration::from_secs(5)).await;
+        signal(&mut a, &mut b, 1).await;
+        signal(&mut b, &mut a, 2).await;
+    });
+
+    let stranger = TlsFiles::generate();
+    let untrusting = tls_node_config(&redis, &tls, &stranger.path("ca.pem"), true);
+    let failed = Daemon::refuses_to_start(
+        &temp_dir("tls-other-ca"),
+        &untrusting,
+        &[],
+        &["cannot reach Redis", "certificate"],
+    );
+    assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
+    let anonymous = tls_node_config(&redis, &tls, &tls.path("ca.pem"), false);
+    let failed = Daemon::refuses_to_start(
+        &temp_dir("tls-no-client-cert"),
+        &anonymous,
+        &[],
+        &["cannot reach Redis"],
+    );
     assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
 }
 

@@ -170,6 +170,42 @@ fn tcp_settings(config: &ClusterConfig) -> redis::io::tcp::TcpSettings {
         .set_user_timeout(Duration::from_secs(config.node_ttl_seconds))
 }
 
+/// The Redis client: plain, or for `rediss://` TLS verified against `redis_ca_file`
+/// (else the system's roots), with the client certificate when one is configured.
+fn redis_client(
+    config: &ClusterConfig,
+    info: redis::ConnectionInfo,
+) -> Result<redis::Client, String> {
+    if !config.redis_tls() {
+        return redis::Client::open(info).map_err(|e| e.to_string());
+    }
+    // The redis crate builds its rustls configuration from the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path).map_err(|e| format!("cannot read {key} {}: {e}", path.display()))
+    };
+    let root_cert = config
+        .redis_ca_file
+        .as_deref()
+        .map(|p| read(p, "cluster.redis_ca_file"))
+        .transpose()?;
+    let client_tls = match (
+        &config.redis_client_cert_file,
+        &config.redis_client_key_file,
+    ) {
+        (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+            client_cert: read(cert, "cluster.redis_client_cert_file")?,
+            client_key: read(key, "cluster.redis_client_key_file")?,
+        }),
+        _ => None,
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    };
+    redis::Client::build_with_tls(info, certificates).map_err(|e| format!("TLS: {e}"))
+}
+
 impl Cluster {
     /// Connects (bounded) and checks that Redis answers.
     pub async fn connect(
@@ -193,7 +229,7 @@ impl Cluster {
         let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
             .map_err(|e| failed(e.to_string()))?
             .set_tcp_settings(tcp_settings(config));
-        let client = redis::Client::open(info).map_err(|e| failed(e.to_string()))?;
+        let client = redis_client(config, info).map_err(failed)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))

@@ -2,6 +2,8 @@
 //! registry through Redis (docs/cluster.md). Absent: the daemon is one node on its own
 //! and needs no Redis.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -13,9 +15,16 @@ pub const MAX_NODE_ID_LEN: usize = 64;
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://[user:password@]host[:port][/db]`; may carry a password, so it is a
-    /// secret (never logged).
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS; may carry a
+    /// password, so it is a secret (never logged).
     pub redis_url: Option<Secret>,
+    /// `rediss://` only: PEM certificates of the CAs that may sign Redis' certificate.
+    /// Default: the system's trust store.
+    pub redis_ca_file: Option<PathBuf>,
+    /// `rediss://` only: a PEM client certificate chain and its key, for a Redis that
+    /// asks for one (`tls-auth-clients`). Both or neither.
+    pub redis_client_cert_file: Option<PathBuf>,
+    pub redis_client_key_file: Option<PathBuf>,
     /// This node's name in the cluster; unique. Default: `<host name>-<HTTP port>`.
     pub node_id: Option<String>,
     /// 32 bytes, hex: seals the shared keyring in Redis (ChaCha20-Poly1305). The same on
@@ -31,6 +40,9 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            redis_ca_file: None,
+            redis_client_cert_file: None,
+            redis_client_key_file: None,
             node_id: None,
             keys_secret: None,
             heartbeat_seconds: 5,
@@ -92,8 +104,8 @@ impl ClusterConfig {
         let parsed = url::Url::parse(url.trim())
             .map_err(|e| ConfigError::new("cluster.redis_url", format!("not a URL: {e}")))?;
         match parsed.scheme() {
-            "redis" if parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
-            "redis" => {
+            "redis" | "rediss" if parsed.host_str().is_some_and(|h| !h.is_empty()) => {}
+            "redis" | "rediss" => {
                 return Err(ConfigError::new("cluster.redis_url", "needs a host"));
             }
             "redis+unix" | "unix" => {}
@@ -101,12 +113,13 @@ impl ClusterConfig {
                 return Err(ConfigError::new(
                     "cluster.redis_url",
                     format!(
-                        "scheme {other:?} is not supported: use redis:// (or redis+unix://); \
-                         for TLS put a local TLS tunnel in front of Redis"
+                        "scheme {other:?} is not supported: use redis://, rediss:// (TLS) or \
+                         redis+unix://"
                     ),
                 ));
             }
         }
+        self.validate_tls(&parsed)?;
         if let Some(id) = &self.node_id
             && (id.is_empty() || id.len() > MAX_NODE_ID_LEN || !id.chars().all(is_node_id_char))
         {
@@ -132,6 +145,51 @@ impl ClusterConfig {
                      does not take the node offline, and at most 86400",
                     2 * self.heartbeat_seconds
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `redis_url` asks for TLS (`rediss://`).
+    pub fn redis_tls(&self) -> bool {
+        self.redis_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u.trim()).ok())
+            .is_some_and(|u| u.scheme() == "rediss")
+    }
+
+    /// TLS settings: only with `rediss://`, never unverified, client certificate and key
+    /// together.
+    fn validate_tls(&self, url: &url::Url) -> Result<(), ConfigError> {
+        let files = [
+            ("cluster.redis_ca_file", &self.redis_ca_file),
+            (
+                "cluster.redis_client_cert_file",
+                &self.redis_client_cert_file,
+            ),
+            ("cluster.redis_client_key_file", &self.redis_client_key_file),
+        ];
+        if url.scheme() != "rediss" {
+            if let Some((key, _)) = files.iter().find(|(_, f)| f.is_some()) {
+                return Err(ConfigError::new(
+                    *key,
+                    "is for TLS: set it only with a rediss:// redis_url",
+                ));
+            }
+            return Ok(());
+        }
+        // The redis crate reads `#insecure` as "do not verify the certificate".
+        if url.fragment().is_some() {
+            return Err(ConfigError::new(
+                "cluster.redis_url",
+                "a rediss:// URL takes no #fragment: Redis' certificate is always verified \
+                 (redis_ca_file names a private CA)",
+            ));
+        }
+        if self.redis_client_cert_file.is_some() != self.redis_client_key_file.is_some() {
+            return Err(ConfigError::new(
+                "cluster.redis_client_cert_file",
+                "needs redis_client_key_file, and the other way round: both or neither",
             ));
         }
         Ok(())

@@ -273,10 +273,42 @@ fn cluster_section_has_defaults_and_checks_its_keys() {
             ),
             "crypto.rotation_grace",
         ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"redis://h\"\nkeys_secret = \"{SECRET64}\"\nredis_ca_file = \"/ca.pem\"\n"
+            ),
+            "cluster.redis_ca_file",
+        ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"rediss://h#insecure\"\nkeys_secret = \"{SECRET64}\"\n"
+            ),
+            "cluster.redis_url",
+        ),
+        (
+            format!(
+                "[cluster]\nredis_url = \"rediss://h\"\nkeys_secret = \"{SECRET64}\"\nredis_client_key_file = \"/k.pem\"\n"
+            ),
+            "cluster.redis_client_cert_file",
+        ),
     ] {
         let e = parse(&text).unwrap_err();
         assert_eq!(e.key, key, "{text}: {e}");
     }
+}
+
+#[test]
+fn a_rediss_url_takes_its_tls_files() {
+    let c = parse(&format!(
+        "[cluster]\nredis_url = \"rediss://:pw@redis.internal:6380\"\nkeys_secret = \"{SECRET64}\"\n\
+         redis_ca_file = \"/etc/commucat/redis-ca.pem\"\n\
+         redis_client_cert_file = \"/etc/commucat/redis-client.pem\"\n\
+         redis_client_key_file = \"/etc/commucat/redis-client.key\"\n"
+    ))
+    .unwrap();
+    let cluster = c.cluster.unwrap();
+    assert!(cluster.redis_tls());
+    assert!(cluster.redis_client_key_file.is_some());
 }
 
 #[test]

@@ -46,16 +46,87 @@ pub(crate) struct Redis {
     child: Option<Child>,
     pub(crate) port: u16,
     dir: PathBuf,
+    /// With TLS: its port, beside the plain one the tests' own checks use.
+    tls_port: Option<u16>,
+}
+
+/// A test CA, a certificate for Redis on 127.0.0.1 and a client certificate, both
+/// signed by the CA; PEM files in a temporary directory.
+pub(crate) struct TlsFiles {
+    pub(crate) dir: PathBuf,
+}
+
+impl TlsFiles {
+    pub(crate) fn generate() -> TlsFiles {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, IsCa,
+            KeyPair,
+        };
+        // Distinct names: a leaf named like its issuer reads as self-signed to OpenSSL.
+        let named = |names: Vec<String>, common_name: &str| {
+            let mut params = CertificateParams::new(names).unwrap();
+            params.distinguished_name = DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, common_name);
+            params
+        };
+        let dir = temp_dir("redis-tls");
+        let mut ca_params = named(Vec::new(), "CommuCat test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        for (name, names) in [
+            (
+                "server",
+                vec!["127.0.0.1".to_string(), "localhost".to_string()],
+            ),
+            ("client", vec!["commucat-node".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = named(names, name).signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+        TlsFiles { dir }
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl Redis {
     pub(crate) fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    /// Also serving TLS, with `tls`'s server certificate; a client must present a
+    /// certificate of `tls`'s CA (`tls-auth-clients yes`).
+    pub(crate) fn start_tls(tls: &TlsFiles) -> Redis {
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<&TlsFiles>) -> Redis {
         let dir = temp_dir("redis");
+        if let Some(tls) = tls {
+            std::fs::create_dir_all(dir.join("tls")).unwrap();
+            for name in ["ca.pem", "server.pem", "server.key"] {
+                std::fs::copy(tls.path(name), dir.join("tls").join(name)).unwrap();
+            }
+        }
         for _ in 0..START_ATTEMPTS {
             let mut redis = Redis {
                 child: None,
                 port: free_port(),
                 dir: dir.clone(),
+                tls_port: tls.map(|_| free_port()),
             };
             if redis.spawn() {
                 return redis;
@@ -66,7 +137,20 @@ impl Redis {
 
     /// Starts redis-server on `self.port`; whether it answered PING in time.
     fn spawn(&mut self) -> bool {
-        let child = Command::new(redis_server())
+        let mut command = Command::new(redis_server());
+        if let Some(port) = self.tls_port {
+            let tls = self.dir.join("tls");
+            command
+                .args(["--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(tls.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(tls.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(tls.join("ca.pem"))
+                .args(["--tls-auth-clients", "yes"]);
+        }
+        let child = command
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .arg("--dir")
@@ -101,6 +185,12 @@ impl Redis {
 
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The TLS port's URL (with [`Redis::start_tls`]).
+    pub(crate) fn tls_url(&self) -> String {
+        let port = self.tls_port.expect("started with start_tls");
+        format!("rediss://127.0.0.1:{port}")
     }
 
     pub(crate) fn addr(&self) -> SocketAddr {
