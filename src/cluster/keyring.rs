@@ -32,6 +32,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Compare-and-set attempts of an import before it gives up (each lost one means another
+/// node changed the ring in between).
+const IMPORT_ATTEMPTS: usize = 5;
+
 /// The ring as this node read it: its generation and contents.
 pub struct SharedKeyring {
     pub generation: u64,
@@ -97,33 +101,63 @@ impl Cluster {
     }
 
     /// `commucat cluster import`: writes `contents` as the cluster's keyring; an existing
-    /// ring is replaced only with `force` (as the next generation, so nodes reload it).
+    /// ring is replaced only with `force`, as the next generation, with a compare-and-set
+    /// (so a rotation landing meanwhile cannot leave two rings of one generation, one of
+    /// which some nodes would never reload).
     pub async fn import_keyring(
         &self,
         contents: &KeyringContents,
         force: bool,
     ) -> Result<u64, ClusterError> {
-        let existing = self.get_blob().await?;
-        let generation = match &existing {
-            None => 1,
-            Some(blob) => {
-                let current = sealed::generation(blob).unwrap_or(0);
-                if !force {
-                    return Err(ClusterError::KeyringExists {
-                        generation: current,
-                    });
+        for _ in 0..IMPORT_ATTEMPTS {
+            let Some(blob) = self.get_blob().await? else {
+                let blob = self.seal(contents, 1);
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(names::KEYRING).arg(&blob).arg("NX");
+                let created: Option<String> = self.call(&cmd).await?;
+                if created.is_some() {
+                    self.announce(&blob).await;
+                    return Ok(1);
                 }
-                current + 1
+                continue;
+            };
+            let current = sealed::generation(&blob).unwrap_or(0);
+            if !force {
+                return Err(ClusterError::KeyringExists {
+                    generation: current,
+                });
             }
-        };
-        let blob = self.seal(contents, generation);
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(names::KEYRING).arg(&blob);
-        self.call::<()>(&cmd).await?;
+            if self
+                .replace_if_unchanged(&blob, contents, current + 1)
+                .await?
+            {
+                return Ok(current + 1);
+            }
+        }
+        Err(ClusterError::KeyringBusy)
+    }
+
+    /// Writes `contents` as generation `generation` if the ring in Redis is still
+    /// `seen`, and announces it; whether it was written.
+    async fn replace_if_unchanged(
+        &self,
+        seen: &[u8],
+        contents: &KeyringContents,
+        generation: u64,
+    ) -> Result<bool, ClusterError> {
+        let new_blob = self.seal(contents, generation);
+        let mut cas = Self::script(COMPARE_AND_SET, &[names::KEYRING]);
+        cas.arg(header_of(seen))
+            .arg(&new_blob)
+            .arg(names::KEYRING_CHANNEL);
+        let written: i64 = self.call(&cas).await?;
+        Ok(written == 1)
+    }
+
+    async fn announce(&self, blob: &[u8]) {
         let mut announce = redis::cmd("PUBLISH");
-        announce.arg(names::KEYRING_CHANNEL).arg(header_of(&blob));
+        announce.arg(names::KEYRING_CHANNEL).arg(header_of(blob));
         let _ = self.call::<i64>(&announce).await;
-        Ok(generation)
     }
 
     /// A newer ring than the one this node serves with, if Redis has one. When Redis
@@ -141,7 +175,19 @@ impl Cluster {
             tracing::warn!("cluster: the keyring was missing from Redis; wrote this node's back");
             return Ok(None);
         };
-        if sealed::generation(&blob) == Some(mine) {
+        let theirs = sealed::generation(&blob).unwrap_or(0);
+        if theirs == mine {
+            return Ok(None);
+        }
+        if theirs < mine {
+            // Another node wrote back an older ring (Redis lost it): the newest wins, so
+            // every node converges on one ring instead of some going back in time.
+            if self.replace_if_unchanged(&blob, current, mine).await? {
+                tracing::warn!(
+                    generation = theirs,
+                    "cluster: Redis held an older keyring; wrote this node's back"
+                );
+            }
             return Ok(None);
         }
         let ring = self.open(&blob)?;
@@ -187,13 +233,7 @@ impl Cluster {
             return Ok(None);
         };
         let generation = current.generation + 1;
-        let new_blob = self.seal(&next, generation);
-        let mut cas = Self::script(COMPARE_AND_SET, &[names::KEYRING]);
-        cas.arg(header_of(&blob))
-            .arg(&new_blob)
-            .arg(names::KEYRING_CHANNEL);
-        let written: i64 = self.call(&cas).await?;
-        if written != 1 {
+        if !self.replace_if_unchanged(&blob, &next, generation).await? {
             return Ok(None);
         }
         self.keyring_generation.store(generation, Ordering::Release);

@@ -77,6 +77,8 @@ pub enum ClusterError {
     KeyringExists { generation: u64 },
     #[error("the cluster keyring in Redis vanished while it was being changed; try again")]
     KeyringMissing,
+    #[error("the cluster keyring in Redis kept changing during the import; try again")]
+    KeyringBusy,
 }
 
 impl From<redis::RedisError> for ClusterError {

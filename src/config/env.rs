@@ -94,6 +94,9 @@ fn known_key(defaults: &toml::Table, section: &str, key: &str) -> bool {
             | ("cluster", "redis_url")
             | ("cluster", "node_id")
             | ("cluster", "keys_secret")
+            | ("cluster", "redis_ca_file")
+            | ("cluster", "redis_client_cert_file")
+            | ("cluster", "redis_client_key_file")
     );
     (in_defaults || optional) && key != "turn"
 }

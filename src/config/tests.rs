@@ -356,6 +356,40 @@ fn cluster_env_overrides_turn_cluster_mode_on_and_secrets_stay_redacted() {
 }
 
 #[test]
+fn the_redis_tls_files_have_env_overrides() {
+    let env: Vec<(String, String)> = [
+        ("COMMUCAT_CLUSTER_REDIS_URL", "rediss://redis.internal:6380"),
+        ("COMMUCAT_CLUSTER_KEYS_SECRET", SECRET64),
+        (
+            "COMMUCAT_CLUSTER_REDIS_CA_FILE",
+            "/run/secrets/redis-ca.pem",
+        ),
+        (
+            "COMMUCAT_CLUSTER_REDIS_CLIENT_CERT_FILE",
+            "/run/secrets/client.pem",
+        ),
+        (
+            "COMMUCAT_CLUSTER_REDIS_CLIENT_KEY_FILE",
+            "/run/secrets/client.key",
+        ),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let c = Config::from_toml_with_env("", &env).unwrap();
+    let cluster = c.cluster.unwrap();
+    assert!(cluster.redis_tls());
+    assert_eq!(
+        cluster.redis_ca_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/redis-ca.pem"))
+    );
+    assert_eq!(
+        cluster.redis_client_key_file.as_deref(),
+        Some(std::path::Path::new("/run/secrets/client.key"))
+    );
+}
+
+#[test]
 fn demo_is_on_by_default_and_switched_off_by_file_or_env() {
     assert!(parse("").unwrap().demo.enabled);
     assert!(!parse("[demo]\nenabled = false\n").unwrap().demo.enabled);

@@ -10,8 +10,8 @@
 //   pattern=XK|IK             the handshake pattern (default XK)
 //
 // An access token, for a daemon with `[auth] required`, goes in the fragment
-// (`/demo/#access_token=…`: a fragment never reaches the server or its logs) or in the
-// page's token field.
+// (`/demo/#access_token=…`, percent-encoded; the page request never carries a fragment,
+// and the page removes it from its address at once) or in the page's token field.
 import { connect, connectPeer, isPeerSignal } from './commucat-sdk.min.js';
 
 const MAX_FILE = 8 * 1024 * 1024;
@@ -27,7 +27,7 @@ function readOptions(search) {
   const params = new URLSearchParams(search);
   const known = new Set(['policy', 'fail_ice', 'connect_timeout_ms', 'pattern']);
   for (const key of params.keys()) {
-    if (key === 'access_token') throw new Error('the access token goes in the fragment (#access_token=…), where the server and its logs never see it');
+    if (key === 'access_token') throw new Error('the access token goes in the fragment (#access_token=…): a query is sent with the page request');
     if (!known.has(key)) throw new Error(`unknown option ${key}`);
   }
   const policy = params.get('policy') ?? 'all';
@@ -43,10 +43,18 @@ function readOptions(search) {
   return { policy, failIce: failIce === '1', connectTimeoutMs: +timeout, pattern };
 }
 
-/** The access token of the fragment `#access_token=…`, if any. */
-function readToken(hash) {
-  const token = new URLSearchParams(hash.replace(/^#/, '')).get('access_token');
-  return token === null || token === '' ? undefined : token;
+/**
+ * The access token of the fragment `#access_token=<encodeURIComponent(token)>`, if any
+ * (percent-decoded only: a `+` stays a `+`). The fragment is then removed from the
+ * address bar and the history entry, so the token is not shown or copied with the URL.
+ */
+function takeToken() {
+  const prefix = '#access_token=';
+  const { hash } = location;
+  if (!hash.startsWith(prefix)) return undefined;
+  history.replaceState(null, '', location.pathname + location.search);
+  const token = decodeURIComponent(hash.slice(prefix.length));
+  return token === '' ? undefined : token;
 }
 
 /** An RTCPeerConnection that hears no candidate of the other side: ICE cannot connect. */
@@ -378,9 +386,16 @@ async function main() {
     setStatus('error', `bad page option: ${error.message}`);
     return;
   }
+  let token;
+  try {
+    token = takeToken();
+  } catch {
+    setStatus('error', 'bad access token in the fragment: percent-encode it (encodeURIComponent)');
+    return;
+  }
   const demo = new Demo(options);
   wire(demo);
-  await open(demo, readToken(location.hash));
+  await open(demo, token);
 }
 
 /** Starts the session; on failure the token field is offered (a browser does not show
