@@ -278,7 +278,10 @@ impl AppState {
         let epoch = self.keys().long_term.epoch.wrapping_add(1);
         let long_term = Arc::new(LongTermKeys::new(keys, epoch));
         self.publish(ring, long_term.clone(), now)?;
-        self.stun_secret.store(long_term.ice_secret.clone());
+        // Credentials of the replaced secret keep working until they expire.
+        let previous_until = now.saturating_add(u64::from(self.config.ice.credential_ttl));
+        self.stun_secret
+            .replace(long_term.ice_secret.clone(), previous_until);
         Ok(())
     }
 

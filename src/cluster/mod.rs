@@ -28,7 +28,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::oneshot;
 use zeroize::Zeroizing;
 
-use crate::config::ClusterConfig;
+use crate::config::{ClusterConfig, ConfigError};
+use crate::keys::pem;
 use crate::keys::sealed::SealError;
 pub use keyring::SharedKeyring;
 pub use metrics::ClusterMetrics;
@@ -79,6 +80,8 @@ pub enum ClusterError {
     KeyringMissing,
     #[error("the cluster keyring in Redis kept changing during the import; try again")]
     KeyringBusy,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 impl From<redis::RedisError> for ClusterError {
@@ -177,27 +180,25 @@ fn tcp_settings(config: &ClusterConfig) -> redis::io::tcp::TcpSettings {
 fn redis_client(
     config: &ClusterConfig,
     info: redis::ConnectionInfo,
-) -> Result<redis::Client, String> {
+) -> Result<redis::Client, ClusterError> {
+    let failed = |e: redis::RedisError| ClusterError::Redis(e.to_string());
     if !config.redis_tls() {
-        return redis::Client::open(info).map_err(|e| e.to_string());
+        return redis::Client::open(info).map_err(failed);
     }
     // The redis crate builds its rustls configuration from the process-wide provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let read = |path: &std::path::Path, key: &str| {
-        std::fs::read(path).map_err(|e| format!("cannot read {key} {}: {e}", path.display()))
-    };
     let root_cert = config
         .redis_ca_file
         .as_deref()
-        .map(|p| read(p, "cluster.redis_ca_file"))
+        .map(|p| pem_file(p, "cluster.redis_ca_file", Pem::Certificates))
         .transpose()?;
     let client_tls = match (
         &config.redis_client_cert_file,
         &config.redis_client_key_file,
     ) {
         (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-            client_cert: read(cert, "cluster.redis_client_cert_file")?,
-            client_key: read(key, "cluster.redis_client_key_file")?,
+            client_cert: pem_file(cert, "cluster.redis_client_cert_file", Pem::Certificates)?,
+            client_key: pem_file(key, "cluster.redis_client_key_file", Pem::PrivateKey)?,
         }),
         _ => None,
     };
@@ -205,7 +206,25 @@ fn redis_client(
         client_tls,
         root_cert,
     };
-    redis::Client::build_with_tls(info, certificates).map_err(|e| format!("TLS: {e}"))
+    redis::Client::build_with_tls(info, certificates).map_err(failed)
+}
+
+enum Pem {
+    Certificates,
+    PrivateKey,
+}
+
+/// The bytes of a PEM file the redis crate parses, checked first to hold what `kind`
+/// says, so that a wrong file is a configuration error naming its setting rather than a
+/// failed handshake later.
+fn pem_file(path: &std::path::Path, key: &str, kind: Pem) -> Result<Vec<u8>, ClusterError> {
+    let checked = match kind {
+        Pem::Certificates => pem::read_certificates(path).map(drop),
+        Pem::PrivateKey => pem::read_private_key(path).map(drop),
+    };
+    let bad = |reason: String| ConfigError::new(key, format!("{}: {reason}", path.display()));
+    checked.map_err(|e| bad(e.to_string()))?;
+    Ok(std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?)
 }
 
 impl Cluster {
@@ -231,7 +250,11 @@ impl Cluster {
         let info = redis::IntoConnectionInfo::into_connection_info(url.as_str())
             .map_err(|e| failed(e.to_string()))?
             .set_tcp_settings(tcp_settings(config));
-        let client = redis_client(config, info).map_err(failed)?;
+        let client = redis_client(config, info).map_err(|e| match e {
+            ClusterError::Config(e) => ClusterError::Config(e),
+            ClusterError::Redis(reason) => failed(reason),
+            e => failed(e.to_string()),
+        })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))

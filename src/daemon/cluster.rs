@@ -152,7 +152,8 @@ fn adopt(state: &AppState, keyring: &mut KeyringContents, next: KeyringContents,
         Ok(()) => {
             tracing::warn!(
                 "cluster: the keyring in Redis has other long-term keys (imported with \
-                 --force?); now serving with them: a new identity, KEM key and ICE secret"
+                 --force?); now serving with them (key material configured in [crypto] or \
+                 [ice] is kept, as at start)"
             );
             *keyring = next;
         }

@@ -69,7 +69,10 @@ impl StartError {
                 | Self::Auth(_)
                 | Self::Tls(_)
                 | Self::Keys(KeysError::Configured(_) | KeysError::Config(_))
-                | Self::Cluster(crate::cluster::ClusterError::Keyring(_))
+                | Self::Cluster(
+                    crate::cluster::ClusterError::Keyring(_)
+                        | crate::cluster::ClusterError::Config(_)
+                )
         )
     }
 }

@@ -6,17 +6,17 @@
 
 mod summary;
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls::pki_types::pem::{self, PemObject as _};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 
 pub use summary::CertSummary;
+
+use crate::keys::pem::{read_certificates, read_private_key};
 
 /// ALPN protocols offered, in the server's order of preference.
 pub const ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -140,44 +140,18 @@ fn build(cert_path: &Path, key_path: &Path) -> Result<(Arc<ServerConfig>, CertSu
 
 /// Every certificate of a PEM file, in order (end-entity first).
 fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let fail = |reason: String| TlsError::Cert {
+    read_certificates(path).map_err(|e| TlsError::Cert {
         path: path.to_path_buf(),
-        reason,
-    };
-    let chain = CertificateDer::pem_file_iter(path)
-        .map_err(|e| fail(pem_reason(&e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(pem_reason(&e)))?;
-    if chain.is_empty() {
-        return Err(fail(
-            "holds no certificate (expected PEM \"BEGIN CERTIFICATE\" sections)".into(),
-        ));
-    }
-    Ok(chain)
+        reason: e.to_string(),
+    })
 }
 
 /// The first private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Key {
+    read_private_key(path).map_err(|e| TlsError::Key {
         path: path.to_path_buf(),
-        reason: match e {
-            pem::Error::NoItemsFound => "holds no private key (expected an unencrypted PEM \
-                 \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\" section)"
-                .into(),
-            e => pem_reason(&e),
-        },
+        reason: e.to_string(),
     })
-}
-
-fn pem_reason(e: &pem::Error) -> String {
-    match e {
-        pem::Error::Io(io) if io.kind() == ErrorKind::NotFound => "no such file".into(),
-        pem::Error::Io(io) if io.kind() == ErrorKind::PermissionDenied => {
-            "cannot be read: permission denied".into()
-        }
-        pem::Error::Io(io) => format!("cannot be read: {io}"),
-        e => format!("not valid PEM: {e}"),
-    }
 }
 
 #[cfg(test)]

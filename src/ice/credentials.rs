@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::ArcSwap;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use hmac::{KeyInit, Mac};
 use sha1::Sha1;
 use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 /// Domain-separation label for ICE passwords.
@@ -90,22 +91,60 @@ impl std::fmt::Debug for IceSecret {
 /// cluster mode a keyring imported with `--force` brings another secret, and the STUN
 /// responder must switch to it together with assist (docs/cluster.md). Clones share
 /// the one value.
+///
+/// The replaced secret stays accepted until the credentials it issued have expired, so
+/// that ICE pairs already checked against the daemon's candidate (consent checks every
+/// few seconds, RFC 7675) survive the swap; new credentials come from the new secret.
 #[derive(Clone)]
-pub struct SharedIceSecret(Arc<ArcSwap<IceSecret>>);
+pub struct SharedIceSecret(Arc<ArcSwap<Secrets>>);
+
+struct Secrets {
+    current: Arc<IceSecret>,
+    /// The replaced secret and the last second its credentials are accepted.
+    previous: Option<(Arc<IceSecret>, u64)>,
+}
 
 impl SharedIceSecret {
     pub fn new(secret: Arc<IceSecret>) -> Self {
-        Self(Arc::new(ArcSwap::new(secret)))
+        Self(Arc::new(ArcSwap::from_pointee(Secrets {
+            current: secret,
+            previous: None,
+        })))
     }
 
-    /// The secret in use now; lock-free, cheap enough for every STUN request.
-    pub fn load(&self) -> Guard<Arc<IceSecret>> {
-        self.0.load()
+    /// The secret credentials are issued with now.
+    pub fn load(&self) -> Arc<IceSecret> {
+        self.0.load().current.clone()
     }
 
-    /// From now on every clone verifies with `secret`.
-    pub fn store(&self, secret: Arc<IceSecret>) {
-        self.0.store(secret);
+    /// From now on every clone issues and verifies with `secret`; the one it replaces
+    /// is still accepted up to `previous_until` (unix seconds: the expiry of the last
+    /// credential it can have issued). The same secret again changes nothing.
+    pub fn replace(&self, secret: Arc<IceSecret>, previous_until: u64) {
+        let current = self.0.load();
+        if bool::from(current.current.0.ct_eq(&secret.0)) {
+            return;
+        }
+        self.0.store(Arc::new(Secrets {
+            previous: Some((current.current.clone(), previous_until)),
+            current: secret,
+        }));
+    }
+
+    /// The passwords a check of `ufrag` at `now_unix` may match: the current secret's,
+    /// then the replaced secret's while it is accepted. Empty for an expired or
+    /// malformed `ufrag`.
+    pub(crate) fn passwords(&self, ufrag: &str, now_unix: u64) -> [Option<IcePassword>; 2] {
+        let secrets = self.0.load();
+        let previous = secrets
+            .previous
+            .as_ref()
+            .filter(|(_, until)| now_unix <= *until)
+            .and_then(|(secret, _)| password_if_valid(secret, ufrag, now_unix));
+        [
+            password_if_valid(&secrets.current, ufrag, now_unix),
+            previous,
+        ]
     }
 }
 
@@ -227,15 +266,33 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_secret_reaches_every_clone() {
+    fn a_replacing_secret_reaches_every_clone_and_the_old_one_lasts_its_credentials() {
         let shared = SharedIceSecret::from(secret());
         let clone = shared.clone();
         let cred = shared.load().issue(1000, 10, [3; UFRAG_RANDOM_LEN]);
-        shared.store(Arc::new(IceSecret::from_bytes([8u8; 32])));
+        shared.replace(Arc::new(IceSecret::from_bytes([8u8; 32])), 1010);
         assert_eq!(clone.load().as_bytes(), &[8u8; 32]);
-        // A credential of the old secret no longer matches.
-        let now = password_if_valid(&clone.load(), &cred.ufrag, 1000).unwrap();
-        assert_ne!(now, cred.password);
+        let matches = |now| {
+            clone
+                .passwords(&cred.ufrag, now)
+                .into_iter()
+                .flatten()
+                .any(|p| p == cred.password)
+        };
+        // The old secret's credential: accepted until the replaced secret's deadline.
+        assert!(matches(1000));
+        assert!(matches(1010));
+        // A new credential verifies with the new secret first.
+        let fresh = clone.load().issue(1005, 10, [4; UFRAG_RANDOM_LEN]);
+        assert_eq!(clone.passwords(&fresh.ufrag, 1005)[0], Some(fresh.password));
+        // Past the deadline the old secret is gone (even for an unexpired ufrag).
+        let long = IceSecret::from_bytes([7u8; 32]).issue(1000, 100, [5; UFRAG_RANDOM_LEN]);
+        let old_only = |now| clone.passwords(&long.ufrag, now)[1].clone();
+        assert_eq!(old_only(1010), Some(long.password.clone()));
+        assert_eq!(old_only(1011), None);
+        // Replacing with the same secret keeps the grace as it was.
+        shared.replace(Arc::new(IceSecret::from_bytes([8u8; 32])), 5000);
+        assert_eq!(old_only(1011), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod bundle;
 pub mod device;
 mod error;
 mod load;
+pub mod pem;
 pub mod rotation;
 pub mod sealed;
 pub mod store;

@@ -16,7 +16,7 @@ use super::wire::{
     IntegrityKind, MAGIC_COOKIE, SOFTWARE, append_fingerprint, append_integrity, msg_type,
     put_xor_mapped_address, set_length,
 };
-use crate::ice::credentials::{SharedIceSecret, password_if_valid};
+use crate::ice::credentials::SharedIceSecret;
 
 /// Large enough for any reply this module builds (the largest is a 420 with 16 types).
 const REPLY_CAPACITY: usize = 256;
@@ -185,12 +185,16 @@ impl StunResponder {
             return Outcome::Unauthenticated;
         };
         let ufrag = username.split(':').next().unwrap_or_default();
-        let Some(password) = password_if_valid(&self.secret.load(), ufrag, now_unix) else {
+        // The current secret's password, else (for a while after a swap) the replaced one's.
+        let matching = self
+            .secret
+            .passwords(ufrag, now_unix)
+            .into_iter()
+            .flatten()
+            .find(|p| request.integrity_matches(integrity, p.as_bytes()));
+        let Some(password) = matching else {
             return error(401, &[], None, out);
         };
-        if !request.integrity_matches(integrity, password.as_bytes()) {
-            return error(401, &[], None, out);
-        }
         let key = Some((integrity.kind, password.as_bytes()));
         if request.has_ice_controlled {
             return error(487, &[], key, out);

@@ -418,7 +418,7 @@ fn credential_of_another_secret_gets_401() {
 }
 
 #[test]
-fn a_replaced_shared_secret_takes_effect_at_once() {
+fn a_replaced_shared_secret_takes_effect_and_the_old_one_lasts_until_its_deadline() {
     use crate::ice::credentials::SharedIceSecret;
     let shared = SharedIceSecret::from(IceSecret::from_bytes([42u8; 32]));
     let r = StunResponder::new(shared.clone(), false);
@@ -426,11 +426,19 @@ fn a_replaced_shared_secret_takes_effect_at_once() {
     let check =
         |cred: &IceCredential| run(&r, &ice_check(cred, IntegrityKind::Sha1, &[], true), v4()).0;
     assert_eq!(check(&old), Outcome::Success);
-    // A cluster adopting another keyring replaces the secret under the running responder.
-    shared.store(std::sync::Arc::new(IceSecret::from_bytes([43u8; 32])));
-    assert_eq!(check(&old), Outcome::AuthFailure);
+    // A cluster adopting another keyring replaces the secret under the running responder;
+    // the old credential lasts as long as the replaced secret is accepted.
+    shared.replace(std::sync::Arc::new(IceSecret::from_bytes([43u8; 32])), NOW);
+    assert_eq!(check(&old), Outcome::Success);
     let new = shared.load().issue(NOW, 600, RANDOM);
     assert_eq!(check(&new), Outcome::Success);
+    shared.replace(
+        std::sync::Arc::new(IceSecret::from_bytes([44u8; 32])),
+        NOW - 1,
+    );
+    assert_eq!(check(&old), Outcome::AuthFailure);
+    // One replaced secret is kept ([43], past its deadline now), and [42] is gone.
+    assert_eq!(check(&new), Outcome::AuthFailure);
 }
 
 #[test]
