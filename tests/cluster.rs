@@ -364,29 +364,39 @@ fn nodes_reach_redis_over_tls_with_a_private_ca_and_client_certificates() {
     assert_eq!(failed.status.code(), Some(1), "{}", failed.stderr);
 }
 
+/// A single node's state directory (it made its keys and stopped) and its server-info.
+fn single_node_keys(name: &str) -> (std::path::PathBuf, ServerInfo) {
+    let dir = temp_dir(name);
+    let single = Daemon::start_in(&dir, "", &[]);
+    let info = runtime().block_on(info(&single));
+    single.stop();
+    (dir, info)
+}
+
+/// `commucat cluster import [--force]` of `dir`'s state into `redis`.
+fn import_into(
+    redis: &Redis,
+    dir: &std::path::Path,
+    force: bool,
+) -> (std::process::ExitStatus, String, String) {
+    let config_path = dir.join("cluster.toml");
+    std::fs::write(&config_path, node_config(redis, SECRET, "")).unwrap();
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("--config")
+        .arg(&config_path)
+        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
+        .args(["cluster", "import"]);
+    if force {
+        cmd.arg("--force");
+    }
+    run_to_exit(cmd, Duration::from_secs(30))
+}
+
 #[test]
 fn cluster_import_keeps_the_single_node_keys() {
-    let dir = temp_dir("import");
-    // A single node makes its keys, then stops.
-    let single = Daemon::start_in(&dir, "", &[]);
-    let before = runtime().block_on(info(&single));
-    single.stop();
-
+    let (dir, before) = single_node_keys("import");
     let redis = Redis::start();
-    let config = node_config(&redis, SECRET, "");
-    let config_path = dir.join("cluster.toml");
-    std::fs::write(&config_path, &config).unwrap();
-    let import = |force: bool| {
-        let mut cmd = std::process::Command::new(common::bin());
-        cmd.arg("--config")
-            .arg(&config_path)
-            .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
-            .args(["cluster", "import"]);
-        if force {
-            cmd.arg("--force");
-        }
-        run_to_exit(cmd, Duration::from_secs(30))
-    };
+    let import = |force: bool| import_into(&redis, &dir, force);
     let (status, out, err) = import(false);
     assert!(status.success(), "{out}{err}");
     let (status, _, err) = import(false);
@@ -481,10 +491,7 @@ async fn certify_verifies(c: &mut Connection, info: &ServerInfo) -> bool {
 fn a_forced_import_is_adopted_live_by_every_running_node() {
     // A single node's keys: another identity, KEM key, ICE secret and Noise ring than
     // the cluster's.
-    let dir = temp_dir("swap");
-    let single = Daemon::start_in(&dir, "", &[]);
-    let imported = runtime().block_on(info(&single));
-    single.stop();
+    let (dir, imported) = single_node_keys("swap");
 
     let redis = Redis::start();
     let nodes = [node(&redis), node(&redis)];
@@ -501,14 +508,7 @@ fn a_forced_import_is_adopted_live_by_every_running_node() {
         (old, session, old_ice)
     });
 
-    let config_path = dir.join("cluster.toml");
-    std::fs::write(&config_path, node_config(&redis, SECRET, "")).unwrap();
-    let mut cmd = std::process::Command::new(common::bin());
-    cmd.arg("--config")
-        .arg(&config_path)
-        .env("COMMUCAT_SERVER_STATE_DIR", dir.join("state"))
-        .args(["cluster", "import", "--force"]);
-    let (status, out, err) = run_to_exit(cmd, Duration::from_secs(30));
+    let (status, out, err) = import_into(&redis, &dir, true);
     assert!(status.success(), "{out}{err}");
     let swapped = Instant::now();
 
