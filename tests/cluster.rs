@@ -54,6 +54,17 @@ async fn recv(c: &mut Connection) -> ServerMessage {
         .unwrap()
 }
 
+/// A signal from `from` to `to` that the server answers with `code`.
+async fn signal_refused(from: &mut Connection, to: &str, n: u64, code: ErrorCode) {
+    from.send(&ClientMessage::Signal {
+        to: to.to_owned(),
+        body: json!(n),
+    })
+    .await
+    .unwrap();
+    expect_error(recv(from).await, code);
+}
+
 fn expect_error(m: ServerMessage, expected: ErrorCode) {
     match m {
         ServerMessage::Error { code, .. } => assert_eq!(code, expected),
@@ -186,13 +197,7 @@ fn nodes_share_keys_and_route_signal_relay_lookup_and_replacement() {
         assert_eq!(lookup(&mut b, &ida).await, presence(&ida, true));
         let nobody = "ab".repeat(32);
         assert_eq!(lookup(&mut a, &nobody).await, presence(&nobody, false));
-        a.send(&ClientMessage::Signal {
-            to: nobody,
-            body: json!(1),
-        })
-        .await
-        .unwrap();
-        expect_error(recv(&mut a).await, ErrorCode::PeerOffline);
+        signal_refused(&mut a, &nobody, 1, ErrorCode::PeerOffline).await;
 
         // A newer session of B on node 1 closes the one on node 2 with 4409.
         let mut b2 = connect(&n1.base(), ob).await.unwrap();
@@ -247,13 +252,7 @@ fn a_killed_node_s_devices_go_offline_within_node_ttl() {
         )
         .await;
         assert!(took <= Duration::from_secs(4), "offline after {took:?}");
-        a.send(&ClientMessage::Signal {
-            to: idb.clone(),
-            body: json!(1),
-        })
-        .await
-        .unwrap();
-        expect_error(recv(&mut a).await, ErrorCode::PeerOffline);
+        signal_refused(&mut a, &idb, 1, ErrorCode::PeerOffline).await;
         // The survivor's sweep forgets the dead node's entry; A's stays.
         let deadline = Instant::now() + Duration::from_secs(5);
         while redis.integer(&["HLEN", "commucat:devices"]) != 1 {
@@ -666,13 +665,7 @@ fn redis_outage_keeps_local_traffic_and_cross_node_traffic_returns() {
             assert!(Instant::now() < deadline, "still {m:?}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        a.send(&ClientMessage::Signal {
-            to: idb.clone(),
-            body: json!(2),
-        })
-        .await
-        .unwrap();
-        expect_error(recv(&mut a).await, ErrorCode::Unavailable);
+        signal_refused(&mut a, &idb, 2, ErrorCode::Unavailable).await;
         // Local traffic, server-info and new sessions keep working.
         signal(&mut a, &mut a2, 3).await;
         relay(&mut a2, &mut a, b"local").await;
@@ -730,13 +723,7 @@ fn a_hung_redis_is_noticed_and_cross_node_traffic_returns_when_it_answers() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        a.send(&ClientMessage::Signal {
-            to: idb.clone(),
-            body: json!(2),
-        })
-        .await
-        .unwrap();
-        expect_error(recv(&mut a).await, ErrorCode::Unavailable);
+        signal_refused(&mut a, &idb, 2, ErrorCode::Unavailable).await;
         signal(&mut a, &mut a2, 3).await;
 
         redis.thaw();
