@@ -40,9 +40,11 @@ pub enum RotateError {
 /// The long-term keys served with, and what derives from them. Shared (`Arc`) by the
 /// snapshots of one keyring; a cluster that adopts another keyring makes a new one.
 pub struct LongTermKeys {
-    pub keys: StaticKeys,
+    /// `None` when PQ is off.
+    kem: Option<KemKeys>,
+    identity: IdentityKeys,
     /// Issues ICE credentials (assist); the STUN responder verifies with this same
-    /// value through [`AppState::stun_secret`].
+    /// value through [`AppState::stun_secret`]. The only copy of the ICE secret.
     pub ice_secret: Arc<IceSecret>,
     /// The public keys of assist, encoded once per keyring (they are kilobytes of hex).
     pub static_advice: StaticAdvice,
@@ -53,26 +55,33 @@ pub struct LongTermKeys {
 
 impl LongTermKeys {
     fn new(keys: StaticKeys, epoch: u64) -> Self {
+        let StaticKeys {
+            kem,
+            identity,
+            ice_secret,
+        } = keys;
         let static_advice = StaticAdvice::new(
-            keys.kem.as_ref().map(|k| k.public_hex.as_str()),
-            &keys.identity.public_hex,
+            kem.as_ref().map(|k| k.public_hex.as_str()),
+            &identity.public_hex,
         );
         Self {
-            ice_secret: Arc::new(IceSecret::from_bytes(*keys.ice_secret)),
+            // `ice_secret` (zeroized on drop) leaves no second copy behind.
+            ice_secret: Arc::new(IceSecret::from_bytes(*ice_secret)),
             static_advice,
-            keys,
+            kem,
+            identity,
             epoch,
         }
     }
 
     /// `None` when PQ is off.
     pub fn kem(&self) -> Option<&KemKeys> {
-        self.keys.kem.as_ref()
+        self.kem.as_ref()
     }
 
     /// Signs server-info and device certificates.
     pub fn identity(&self) -> &IdentityKeys {
-        &self.keys.identity
+        &self.identity
     }
 }
 

@@ -218,13 +218,14 @@ enum Pem {
 /// says, so that a wrong file is a configuration error naming its setting rather than a
 /// failed handshake later.
 fn pem_file(path: &std::path::Path, key: &str, kind: Pem) -> Result<Vec<u8>, ClusterError> {
-    let checked = match kind {
-        Pem::Certificates => pem::read_certificates(path).map(drop),
-        Pem::PrivateKey => pem::read_private_key(path).map(drop),
-    };
-    let bad = |reason: String| ConfigError::new(key, format!("{}: {reason}", path.display()));
-    checked.map_err(|e| bad(e.to_string()))?;
-    Ok(std::fs::read(path).map_err(|e| bad(format!("cannot be read: {e}")))?)
+    let checked = pem::read(path).and_then(|bytes| {
+        match kind {
+            Pem::Certificates => pem::certificates_in(&bytes).map(drop),
+            Pem::PrivateKey => pem::private_key_in(&bytes).map(drop),
+        }
+        .map(|()| bytes)
+    });
+    checked.map_err(|e| ConfigError::new(key, format!("{}: {e}", path.display())).into())
 }
 
 impl Cluster {

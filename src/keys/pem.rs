@@ -41,16 +41,31 @@ impl From<pem::Error> for PemFileError {
 
 /// Every certificate of a PEM file, in order; at least one.
 pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
-    let chain = CertificateDer::pem_file_iter(path)?.collect::<Result<Vec<_>, _>>()?;
+    certificates_in(&read(path)?)
+}
+
+/// The first private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemFileError> {
+    private_key_in(&read(path)?)
+}
+
+/// The bytes of a file, with the same reasons as a PEM error.
+pub fn read(path: &Path) -> Result<Vec<u8>, PemFileError> {
+    std::fs::read(path).map_err(|e| pem::Error::Io(e).into())
+}
+
+/// Every certificate of PEM text `bytes`; at least one.
+pub fn certificates_in(bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemFileError> {
+    let chain = CertificateDer::pem_slice_iter(bytes).collect::<Result<Vec<_>, _>>()?;
     if chain.is_empty() {
         return Err(PemFileError::NoCertificate);
     }
     Ok(chain)
 }
 
-/// The first private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-pub fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemFileError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+/// The first private key of PEM text `bytes`.
+pub fn private_key_in(bytes: &[u8]) -> Result<PrivateKeyDer<'static>, PemFileError> {
+    PrivateKeyDer::from_pem_slice(bytes).map_err(|e| match e {
         pem::Error::NoItemsFound => PemFileError::NoKey,
         e => e.into(),
     })
